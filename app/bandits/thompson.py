@@ -1,0 +1,250 @@
+"""P(arm is best | posterior): the Thompson-sampling allocation, by deterministic integration.
+
+Thompson sampling serves arm i with probability P(theta_i = max_j theta_j) under the posterior
+(Thompson 1933; Russo et al. 2018, "A Tutorial on Thompson Sampling", sec. 3). We compute that
+probability instead of sampling it, so that the logged propensity is the exact probability the
+arm was served with, which is what the off-policy estimators and the SRM check need.
+
+For independent posteriors with CDFs F_j and densities f_j,
+
+    P(i best) = integral f_i(x) * prod_{j != i} F_j(x) dx                        (1)
+
+We integrate (1) with composite Gauss-Legendre quadrature on one grid shared by every arm:
+
+* Cell edges are every arm's quantiles at equally spaced normal scores z in [-Z_MAX, Z_MAX]
+  (for a Normal posterior these are mean + sd * z; for a Beta, the Beta quantile of Phi(z)).
+  The edges therefore sit densest wherever some posterior is narrowest, so a very peaked
+  posterior next to a wide one (a near-step in the integrand) is still resolved, and no cell
+  is wider than any arm's local quantile spacing.  Edges closer together than that are merged
+  (identical or overlapping arms would otherwise multiply the work without adding accuracy).
+* Only [L, U] is integrated, L = max_j q_j(eps) and U = max_j q_j(1 - eps) with
+  eps = Phi(-Z_MAX) ~ 1e-15: below L the maximum is below L with probability <= eps, above U
+  with probability <= K * eps.  An arm whose whole posterior lies below L gets exactly 0.
+* The product in (1) is exp(sum_j log F_j - log F_i), with log F_j floored at LOG_CDF_FLOOR, so
+  nothing underflows: a product that would underflow is 0 either way.
+* The K results are renormalised to sum to 1 (they do to ~1e-12 before that).
+
+Every arm's values come from the same grid, so identical posteriors get bit-identical
+probabilities.  Measured against scipy.integrate.quad on random 2-5 arm problems with counts
+from 1 to 1e6 the absolute error is below 1e-6 (the tests pin 1e-4); 50 arms take a few ms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+from scipy import special
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+Z_MAX = 8.0
+"""Each posterior's grid spans its Phi(-8) .. Phi(8) quantiles (tails of ~6e-16)."""
+
+Z_STEP = 1.0
+"""Spacing of the grid in normal scores: cells are at most ~one posterior sd wide."""
+
+GAUSS_LEGENDRE_NODES = 4
+"""Nodes per cell: exact for polynomials of degree 7, so ~1e-7 accuracy on smooth cells."""
+
+LOG_CDF_FLOOR = -1.0e4
+"""log F below this is as good as -inf (exp underflows long before) but keeps sums finite."""
+
+MIN_RELATIVE_SD = 1.0e-12
+"""A Normal posterior narrower than this (relative to its mean) has no room between doubles."""
+
+LOGIT_LIMIT = 700.0
+"""Beta grids are clipped to |logit| <= 700 (theta within 1e-304 of 0 or 1)."""
+
+_Z = np.linspace(-Z_MAX, Z_MAX, round(2 * Z_MAX / Z_STEP) + 1)
+_GL_T, _GL_W = np.polynomial.legendre.leggauss(GAUSS_LEGENDRE_NODES)
+_GL_T = (_GL_T + 1.0) / 2.0  # nodes and weights moved from [-1, 1] to [0, 1]
+_GL_W = _GL_W / 2.0
+
+# log_cdf(j, x) / log_pdf(j, x): arm j's log CDF / log density at the points x.
+ArmFunction = Callable[[int, FloatArray], FloatArray]
+
+
+def p_best_beta(alpha: npt.ArrayLike, beta: npt.ArrayLike) -> FloatArray:
+    """P(arm i has the largest mean) for independent Beta(alpha_i, beta_i) posteriors.
+
+    Integrated over y = logit(theta), where every Beta density is smooth and bounded:
+    x^(a-1) (1-x)^(b-1) dx = x^a (1-x)^b dy, so shapes below 1 (Jeffreys' 0.5, or smaller)
+    have no singular endpoint, and posteriors squeezed against 0 or 1 keep their resolution.
+
+    Args:
+        alpha, beta: one positive, finite shape parameter per arm.
+    Returns:
+        A vector of K probabilities summing to 1.
+    """
+    a = _positive_vector("alpha", alpha)
+    b = _positive_vector("beta", beta)
+    if a.shape != b.shape:
+        raise ValueError(f"alpha and beta must have the same length, got {a.size} and {b.size}")
+    if a.size == 1:
+        return np.ones(1)
+    log_beta_fn = special.betaln(a, b)
+
+    def log_cdf(j: int, y: FloatArray) -> FloatArray:
+        # Below y = 0 use theta = expit(y); above it 1 - theta = expit(-y) and
+        # F(theta) = P(1 - theta' >= 1 - theta) = betaincc(b, a, 1 - theta): each branch keeps
+        # the small one of theta, 1 - theta exact. y is sorted, so the branches are two slices.
+        split = int(np.searchsorted(y, 0.0, side="right"))
+        cdf: FloatArray = np.concatenate(
+            [
+                special.betainc(a[j], b[j], special.expit(y[:split])),
+                special.betaincc(b[j], a[j], special.expit(-y[split:])),
+            ]
+        )
+        with np.errstate(divide="ignore"):  # log(0) is floored by the caller
+            result: FloatArray = np.log(cdf)
+        return result
+
+    def log_pdf(j: int, y: FloatArray) -> FloatArray:
+        result: FloatArray = (
+            a[j] * special.log_expit(y) + b[j] * special.log_expit(-y) - log_beta_fn[j]
+        )
+        return result
+
+    return _p_best(_beta_logit_quantiles(a, b), log_cdf, log_pdf)
+
+
+def _beta_logit_quantiles(a: FloatArray, b: FloatArray) -> FloatArray:
+    """logit of each Beta's quantiles at levels Phi(_Z), as a K x len(_Z) array.
+
+    logit(x) = log(x) - log(1 - x) needs whichever of x, 1 - x is small to full relative
+    precision: x from betaincinv(a, b, level), or 1 - x as the (1 - level)-quantile of
+    1 - theta ~ Beta(b, a), with 1 - level = Phi(-z) computed directly (never 1 - Phi(z)).
+    """
+    x = special.betaincinv(a[:, None], b[:, None], special.ndtr(_Z)[None, :])
+    w = 1.0 - x
+    upper = x > 0.5
+    rows, cols = np.nonzero(upper)
+    w[upper] = special.betaincinv(b[rows], a[rows], special.ndtr(-_Z[cols]))
+    x[upper] = 1.0 - w[upper]
+    with np.errstate(divide="ignore"):
+        logits = np.log(x) - np.log(w)
+    # A shape far below 1 can put a quantile beyond the doubles (x = 0 or 1): such a tail
+    # holds no maximum that matters, so clip it to a finite, very far edge.
+    clipped: FloatArray = np.clip(logits, -LOGIT_LIMIT, LOGIT_LIMIT)
+    return np.sort(clipped, axis=1)
+
+
+def p_best_normal(mean: npt.ArrayLike, sd: npt.ArrayLike) -> FloatArray:
+    """P(arm i has the largest mean) for independent Normal(mean_i, sd_i^2) posteriors.
+
+    Args:
+        mean: one finite posterior mean per arm.
+        sd: one positive, finite posterior standard deviation per arm.
+    Returns:
+        A vector of K probabilities summing to 1.
+    """
+    mu = _finite_vector("mean", mean)
+    sigma = _positive_vector("sd", sd)
+    if mu.shape != sigma.shape:
+        raise ValueError(f"mean and sd must have the same length, got {mu.size} and {sigma.size}")
+    if np.any(sigma < MIN_RELATIVE_SD * np.abs(mu)):
+        raise ValueError(
+            f"sd must be at least {MIN_RELATIVE_SD:g} * |mean| to be resolved in double "
+            f"precision, got mean {mu.tolist()} and sd {sigma.tolist()}"
+        )
+    if mu.size == 1:
+        return np.ones(1)
+    quantiles = mu[:, None] + sigma[:, None] * _Z[None, :]
+    log_sigma = np.log(sigma)
+    half_log_2pi = 0.5 * np.log(2.0 * np.pi)
+
+    def log_cdf(j: int, x: FloatArray) -> FloatArray:
+        # log_ndtr stays accurate far into the lower tail, where log(ndtr) would be -inf.
+        result: FloatArray = special.log_ndtr((x - mu[j]) / sigma[j])
+        return result
+
+    def log_pdf(j: int, x: FloatArray) -> FloatArray:
+        result: FloatArray = -0.5 * ((x - mu[j]) / sigma[j]) ** 2 - log_sigma[j] - half_log_2pi
+        return result
+
+    return _p_best(quantiles, log_cdf, log_pdf)
+
+
+def _p_best(quantiles: FloatArray, log_cdf: ArmFunction, log_pdf: ArmFunction) -> FloatArray:
+    """Integrate (1) for every arm on the shared grid built from `quantiles` (K x len(_Z))."""
+    n_arms = quantiles.shape[0]
+    lowest, highest = quantiles[:, 0], quantiles[:, -1]
+    start, stop = float(lowest.max()), float(highest.max())
+    edges = _cell_edges(quantiles, start, stop)
+    widths = np.diff(edges)
+    nodes = (edges[:-1, None] + widths[:, None] * _GL_T[None, :]).ravel()
+    weights = (widths[:, None] * _GL_W[None, :]).ravel()
+
+    # Nodes are sorted, so each arm's support [q(eps), q(1 - eps)] is a contiguous slice.
+    # Above its upper quantile an arm's CDF is 1 - O(eps): log F = 0 there.
+    log_cdfs = np.zeros((n_arms, nodes.size))
+    first = np.searchsorted(nodes, lowest, side="right")
+    last = np.searchsorted(nodes, highest, side="left")
+    for j in range(n_arms):
+        if last[j] > 0:
+            log_cdfs[j, : last[j]] = log_cdf(j, nodes[: last[j]])
+    np.maximum(log_cdfs, LOG_CDF_FLOOR, out=log_cdfs)
+    log_max_cdf = log_cdfs.sum(axis=0)  # log P(max_j theta_j <= x)
+
+    p = np.zeros(n_arms)
+    for i in range(n_arms):
+        span = slice(first[i], last[i])
+        if span.start >= span.stop:
+            continue  # the whole posterior lies below L: never the best (to within eps)
+        integrand = np.exp(log_pdf(i, nodes[span]) + log_max_cdf[span] - log_cdfs[i, span])
+        p[i] = float(np.dot(integrand, weights[span]))
+    total = float(p.sum())
+    if not (np.isfinite(total) and total > 0.5):
+        raise ArithmeticError(f"P(best) integration failed (total mass {total})")
+    result: FloatArray = p / total
+    return result
+
+
+def _cell_edges(quantiles: FloatArray, start: float, stop: float) -> FloatArray:
+    """Sorted cell edges from every arm's quantiles in [start, stop], merged where dense.
+
+    A quantile point of arm j may be dropped when the cell that then spans it is no wider than
+    arm j's own spacing there (the smaller of its two neighbouring gaps), so every cell stays
+    at most one local quantile step of every arm that has a point inside it.
+    """
+    gaps = np.diff(quantiles, axis=1)
+    resolution = np.minimum(
+        np.concatenate([gaps[:, :1], gaps], axis=1), np.concatenate([gaps, gaps[:, -1:]], axis=1)
+    ).ravel()
+    points = quantiles.ravel()
+    inside = (points > start) & (points < stop)
+    order = np.argsort(points[inside], kind="stable")
+    points, resolution = points[inside][order], resolution[inside][order]
+
+    kept = [start]
+    previous, finest = start, np.inf  # last point seen; finest resolution since last edge
+    for x, r in zip(points.tolist(), resolution.tolist(), strict=True):
+        finest = min(finest, r)
+        if x - kept[-1] > finest and previous > kept[-1]:
+            kept.append(previous)
+            finest = r
+        previous = x
+    if stop > kept[-1]:
+        if previous > kept[-1] and stop - kept[-1] > finest:
+            kept.append(previous)
+        kept.append(stop)
+    return np.unique(np.asarray(kept, dtype=np.float64))
+
+
+def _finite_vector(name: str, values: npt.ArrayLike) -> FloatArray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-d sequence, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite, got {array.tolist()}")
+    return array
+
+
+def _positive_vector(name: str, values: npt.ArrayLike) -> FloatArray:
+    array = _finite_vector(name, values)
+    if not np.all(array > 0.0):
+        raise ValueError(f"{name} must be > 0, got {array.tolist()}")
+    return array

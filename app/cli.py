@@ -1,0 +1,178 @@
+"""`croupier serve|migrate|keys|learn`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import migrate
+from app.db import make_engine, make_session_factory, transaction
+from app.keys import service as keys_service
+from app.settings import Settings, get_settings
+
+
+def _sessions(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
+    engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    return engine, make_session_factory(engine)
+
+
+def bootstrap_admin_key(settings: Settings) -> str | None:
+    """First start: no usable key stored and none configured -> create one and return it."""
+    if settings.admin_key is not None:
+        return None
+    engine, sessions = _sessions(settings)
+    try:
+        with transaction(sessions) as session:
+            if keys_service.count_active(session=session) > 0:
+                return None
+            _, full = keys_service.create(session=session, name="bootstrap-admin", scopes=["admin"])
+            return full
+    finally:
+        engine.dispose()
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    migrate.upgrade(settings.database_url)
+    key = bootstrap_admin_key(settings)
+    host = args.host or settings.host
+    port = args.port or settings.port
+    if key is not None:
+        print(
+            "\nCreated an admin API key. It is shown once (only its hash is stored):\n\n"
+            f"    {key}\n\n"
+            "Try it:\n\n"
+            f'    curl -H "Authorization: Bearer {key}" http://{host}:{port}/v1/experiments\n\n'
+            "Create more with `croupier keys create --name NAME --scope decide`.\n",
+            flush=True,
+        )
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=args.workers or settings.workers,
+        log_level=settings.log_level,
+    )
+    return 0
+
+
+def cmd_migrate(_: argparse.Namespace, settings: Settings) -> int:
+    migrate.upgrade(settings.database_url)
+    print(f"database at migration {migrate.head_revision()}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    engine, sessions = _sessions(settings)
+    try:
+        with transaction(sessions) as session:
+            if args.keys_command == "create":
+                row, full = keys_service.create(
+                    session=session, name=args.name, scopes=sorted(set(args.scope))
+                )
+                print(full)
+                print(
+                    f"created key {row.name!r} (prefix {row.prefix}, scopes "
+                    f"{','.join(row.scopes)}); it is shown once",
+                    file=sys.stderr,
+                )
+            elif args.keys_command == "list":
+                for row in keys_service.list_keys(session=session):
+                    state = "revoked" if row.revoked else "active"
+                    print(
+                        f"{row.prefix}\t{row.name}\t{','.join(row.scopes)}\t{state}\t"
+                        f"{row.created_at.isoformat()}"
+                    )
+            else:
+                row = keys_service.revoke(session=session, prefix=args.prefix)
+                print(f"revoked {row.prefix} ({row.name})")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
+    from app.learning.runner import leader_lock, run_pass
+
+    engine, sessions = _sessions(settings)
+    lock = leader_lock(engine)
+    try:
+        if not lock.acquire():
+            print(
+                "another learner holds the lock (is the service running with the learner "
+                "enabled?); nothing done",
+                file=sys.stderr,
+            )
+            return 2
+        results = run_pass(
+            sessions=sessions, safety_lag_s=settings.learner_safety_lag_s, learner="cli"
+        )
+        for r in results:
+            print(
+                json.dumps(
+                    {
+                        "experiment": r.experiment,
+                        "version": r.version,
+                        "decisions_counted": r.decisions_counted,
+                        "error": r.error,
+                    }
+                )
+            )
+        return 0
+    finally:
+        lock.release()
+        engine.dispose()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="croupier", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="migrate, then serve the API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    sub.add_parser("migrate", help="upgrade the database to the latest migration")
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", action="append", choices=keys_service.SCOPES, required=True)
+    keys_sub.add_parser("list", help="list keys (never their secrets)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its prefix")
+    revoke.add_argument("prefix")
+    learn = sub.add_parser("learn", help="run the learner")
+    learn.add_argument(
+        "--once",
+        action="store_true",
+        required=True,
+        help="one pass over every due experiment, then exit",
+    )
+    return p
+
+
+COMMANDS = {"serve": cmd_serve, "migrate": cmd_migrate, "keys": cmd_keys, "learn": cmd_learn}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = get_settings()
+    try:
+        return COMMANDS[args.command](args, settings)
+    except Exception as exc:  # a clear line for the terminal, not a traceback
+        from app.errors import ProblemError
+
+        if isinstance(exc, ProblemError):
+            print(f"error: {exc.detail}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

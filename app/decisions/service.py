@@ -1,0 +1,102 @@
+"""Deciding: pick a variant from the in-memory policy, log the exposure, answer.
+
+Status decides who answers: a running experiment's policy (experimental decisions); a paused
+one serves its control and a concluded or archived one its winner (or control), both logged
+with propensity 1 and `experimental: false`. Units outside `coverage` get the control,
+non-experimental.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from app.bandits import in_coverage
+from app.bandits.base import Choice
+from app.decisions.cache import ServedExperiment
+from app.decisions.context import check_context
+from app.decisions.schemas import DecideRequest, DecideResponse
+from app.errors import Conflict, Invalid
+
+
+def check_items(items: Sequence[DecideRequest], *, max_features: int, batch: bool) -> None:
+    """Rules the schema cannot express; 422 naming the item before anything is written."""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        where = f"body.items[{i}]" if batch else "body"
+        if item.context is not None:
+            check_context(item.context, where=f"{where}.context", max_features=max_features)
+        if item.decision_id is not None:
+            if item.decision_id in seen:
+                raise Invalid(
+                    f"{where}.decision_id",
+                    "unique",
+                    f"decision_id {item.decision_id!r} appears twice in this request",
+                )
+            seen.add(item.decision_id)
+
+
+def _fixed_answer(served: ServedExperiment, arm: int) -> Choice:
+    probabilities = tuple(1.0 if i == arm else 0.0 for i in range(len(served.variants)))
+    return Choice(arm, 1.0, probabilities)
+
+
+def choose(served: ServedExperiment, item: DecideRequest, decision_id: str) -> tuple[Choice, bool]:
+    """The choice for one unit and whether the policy drew it (experimental)."""
+    if served.status == "draft":
+        raise Conflict(
+            f"experiment {served.key!r} is a draft; start it before asking for decisions",
+            kind="not-running",
+        )
+    if served.status == "paused":
+        return _fixed_answer(served, served.control), False
+    if served.status in ("concluded", "archived"):
+        arm = served.winner if served.winner is not None else served.control
+        return _fixed_answer(served, arm), False
+    if served.coverage < 1.0 and not in_coverage(served.salt, item.unit_id, served.coverage):
+        return _fixed_answer(served, served.control), False
+    assert served.state is not None, "a running experiment always has a policy version"
+    choice = served.policy.choose(
+        served.state,
+        salt=served.salt,
+        unit_id=item.unit_id,
+        decision_id=decision_id,
+        context=item.context,
+    )
+    return choice, True
+
+
+def decision_row(served: ServedExperiment, item: DecideRequest, *, now: datetime) -> dict[str, Any]:
+    decision_id = item.decision_id or uuid.uuid4().hex
+    choice, experimental = choose(served, item, decision_id)
+    return {
+        "id": decision_id,
+        "experiment_id": served.id,
+        "unit_id": item.unit_id,
+        "variant_id": served.variants[choice.arm].id,
+        "arm": choice.arm,
+        "propensity": choice.propensity,
+        "probabilities": {
+            v.key: p for v, p in zip(served.variants, choice.probabilities, strict=True)
+        },
+        "policy_version": served.version,
+        "context": item.context,
+        "decided_at": now,
+        "fallback": False,
+        "experimental": experimental,
+    }
+
+
+def response(served: ServedExperiment, stored: Mapping[str, Any]) -> DecideResponse:
+    variant = served.variants[stored["arm"]]
+    return DecideResponse(
+        decision_id=stored["id"],
+        variant=variant.key,
+        payload=variant.payload,
+        propensity=stored["propensity"],
+        policy_version=stored["policy_version"],
+        fallback=stored["fallback"],
+        experimental=stored["experimental"],
+    )

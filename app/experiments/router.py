@@ -1,0 +1,183 @@
+"""/v1/experiments: create, list, get, update and lifecycle transitions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from app.db import transaction
+from app.errors import Invalid
+from app.experiments import service
+from app.experiments.models import Experiment
+from app.experiments.schemas import (
+    ConcludeRequest,
+    ExperimentCreate,
+    ExperimentOut,
+    ExperimentUpdate,
+    PolicyVersionOut,
+    RevisionOut,
+    Status,
+)
+from app.learning import service as learning_service
+from app.runtime import Runtime, get_runtime
+from app.schemas import KEY_PATTERN, Page
+from app.security import Admin, Read
+
+router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
+ExperimentKey = Annotated[str, Path(pattern=KEY_PATTERN, description="Experiment key.")]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def to_out(experiment: Experiment, allocation: dict[str, float] | None = None) -> ExperimentOut:
+    return ExperimentOut.model_validate(
+        {
+            **{
+                name: getattr(experiment, name)
+                for name in ExperimentOut.model_fields
+                if hasattr(experiment, name) and name not in ("policy", "variants")
+            },
+            "variants": experiment.variants,
+            "policy": {**experiment.policy, "update_interval_s": experiment.update_interval_s},
+            "allocation": allocation,
+        }
+    )
+
+
+def _with_allocation(runtime: Runtime, experiment: Experiment) -> ExperimentOut:
+    allocation = None
+    if experiment.status != "draft":
+        with runtime.sessions() as session:
+            version = learning_service.latest(session=session, experiment_id=experiment.id)
+        if version is not None:
+            allocation = dict(
+                zip(
+                    (v.key for v in experiment.variants),
+                    version.state["probabilities"],
+                    strict=True,
+                )
+            )
+    return to_out(experiment, allocation)
+
+
+@router.post("", status_code=201, response_model=ExperimentOut, summary="Create an experiment")
+def create(body: ExperimentCreate, principal: Admin, runtime: RuntimeDep) -> ExperimentOut:
+    """Create a draft. Nothing is served until it is started."""
+    with transaction(runtime.sessions) as session:
+        experiment = service.create(session=session, data=body, actor=principal.actor)
+    return to_out(experiment)
+
+
+@router.get("", response_model=Page[ExperimentOut], summary="List experiments")
+def list_experiments(
+    _: Read,
+    runtime: RuntimeDep,
+    status: Annotated[Status | None, Query(description="Only this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> Page[ExperimentOut]:
+    after = None
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise Invalid("query.cursor", "cursor", "cursor must be a next_cursor value")
+        after = int(cursor)
+    with runtime.sessions() as session:
+        rows, more = service.list_page(session=session, status=status, limit=limit, cursor=after)
+    return Page[ExperimentOut](
+        items=[to_out(e) for e in rows], next_cursor=str(more) if more is not None else None
+    )
+
+
+@router.get("/{key}", response_model=ExperimentOut, summary="Get an experiment")
+def get(key: ExperimentKey, _: Read, runtime: RuntimeDep) -> ExperimentOut:
+    with runtime.sessions() as session:
+        experiment = service.get(session=session, key=key)
+    return _with_allocation(runtime, experiment)
+
+
+@router.patch("/{key}", response_model=ExperimentOut, summary="Change an experiment")
+def update(
+    key: ExperimentKey, body: ExperimentUpdate, principal: Admin, runtime: RuntimeDep
+) -> ExperimentOut:
+    """In draft anything may change. While running or paused only name, description,
+    coverage and the policy's settings (not its type); each change is a revision."""
+    with transaction(runtime.sessions) as session:
+        experiment = service.update(session=session, key=key, data=body, actor=principal.actor)
+    runtime.policies.invalidate(key)
+    return _with_allocation(runtime, experiment)
+
+
+def _transition(
+    runtime: Runtime, key: str, action: str, actor: str, winner: str | None = None
+) -> ExperimentOut:
+    with transaction(runtime.sessions) as session:
+        experiment = service.transition(
+            session=session, key=key, action=action, actor=actor, winner=winner
+        )
+    runtime.policies.invalidate(key)
+    return _with_allocation(runtime, experiment)
+
+
+@router.post("/{key}/start", response_model=ExperimentOut, summary="Start serving")
+def start(key: ExperimentKey, principal: Admin, runtime: RuntimeDep) -> ExperimentOut:
+    """draft -> running. Publishes policy version 1 (uniform, or the A/B weights)."""
+    return _transition(runtime, key, "start", principal.actor)
+
+
+@router.post("/{key}/pause", response_model=ExperimentOut, summary="Pause")
+def pause(key: ExperimentKey, principal: Admin, runtime: RuntimeDep) -> ExperimentOut:
+    """running -> paused. Decisions then serve the control, non-experimental."""
+    return _transition(runtime, key, "pause", principal.actor)
+
+
+@router.post("/{key}/resume", response_model=ExperimentOut, summary="Resume")
+def resume(key: ExperimentKey, principal: Admin, runtime: RuntimeDep) -> ExperimentOut:
+    """paused -> running."""
+    return _transition(runtime, key, "resume", principal.actor)
+
+
+@router.post("/{key}/conclude", response_model=ExperimentOut, summary="Conclude with a winner")
+def conclude(
+    key: ExperimentKey, body: ConcludeRequest, principal: Admin, runtime: RuntimeDep
+) -> ExperimentOut:
+    """running or paused -> concluded. Every unit gets the winner from now on."""
+    return _transition(runtime, key, "conclude", principal.actor, winner=body.winner)
+
+
+@router.post("/{key}/archive", response_model=ExperimentOut, summary="Archive")
+def archive(key: ExperimentKey, principal: Admin, runtime: RuntimeDep) -> ExperimentOut:
+    """draft, paused or concluded -> archived (read-only; still serves winner or control)."""
+    return _transition(runtime, key, "archive", principal.actor)
+
+
+@router.get("/{key}/revisions", response_model=list[RevisionOut], summary="Revision log")
+def revisions(key: ExperimentKey, _: Read, runtime: RuntimeDep) -> list[RevisionOut]:
+    """Every configuration and status change: what, when, which key."""
+    with runtime.sessions() as session:
+        rows = service.revisions(session=session, key=key)
+    return [RevisionOut.model_validate(r) for r in rows]
+
+
+@router.get(
+    "/{key}/policy-versions", response_model=list[PolicyVersionOut], summary="Policy versions"
+)
+def policy_versions(key: ExperimentKey, _: Read, runtime: RuntimeDep) -> list[PolicyVersionOut]:
+    """Every allocation the learner published, with the statistics it came from."""
+    with runtime.sessions() as session:
+        experiment = service.get(session=session, key=key)
+        rows = learning_service.versions(session=session, experiment=experiment)
+        keys = [v.key for v in experiment.variants]
+    return [
+        PolicyVersionOut(
+            number=r.number,
+            kind=r.kind,
+            allocation=dict(zip(keys, r.state["probabilities"], strict=True)),
+            details=r.state.get("details", {}),
+            stats=r.stats,
+            closed_through=r.closed_through,
+            decisions_counted=r.decisions_counted,
+            learner=r.learner,
+            created_at=r.created_at,
+        )
+        for r in rows
+    ]

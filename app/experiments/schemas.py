@@ -1,0 +1,129 @@
+"""Experiment API shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
+
+from app.schemas import FiniteFloat, Key, MetricName, RequestModel, ResponseModel
+
+PolicyType = Literal["fixed", "thompson", "epsilon_greedy", "ucb1"]
+Status = Literal["draft", "running", "paused", "concluded", "archived"]
+Aggregation = Literal["earliest", "sum"]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=2000)]
+Salt = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+
+
+class PolicySpec(BaseModel):
+    """`type` plus that policy's settings (see docs/decision-core.md), e.g.
+    `{"type": "thompson", "reward": "bernoulli", "min_probability": 0.05}`."""
+
+    # Extra keys are the policy's own settings; app.bandits.build_policy validates them.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    type: PolicyType
+    update_interval_s: FiniteFloat = Field(
+        60.0, ge=1, le=86_400, description="How often the learner computes a new version."
+    )
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class VariantIn(RequestModel):
+    key: Key
+    payload: Any = Field(None, description="Returned with every decision for this variant.")
+    is_control: StrictBool = False
+    weight: FiniteFloat | None = Field(
+        None, gt=0, le=1, description="Share of units (policy `fixed` only); all or none."
+    )
+
+
+class ExperimentCreate(RequestModel):
+    key: Key
+    name: Name
+    description: Description = ""
+    variants: list[VariantIn] = Field(min_length=2, max_length=50)
+    policy: PolicySpec
+    coverage: FiniteFloat = Field(
+        1.0, gt=0, le=1, description="Share of units in the experiment; the rest get control."
+    )
+    salt: Salt | None = Field(None, description="Hash salt; random when omitted.")
+    primary_metric: MetricName = "reward"
+    reward_window_s: FiniteFloat = Field(600.0, gt=0, le=90 * 86_400)
+    default_reward: FiniteFloat = 0.0
+    reward_aggregation: Aggregation = "earliest"
+
+
+class ExperimentUpdate(RequestModel):
+    """Fields to change. In draft anything; while running or paused only name, description,
+    coverage and the policy's settings (same type)."""
+
+    name: Name | None = None
+    description: Description | None = None
+    variants: list[VariantIn] | None = Field(None, min_length=2, max_length=50)
+    policy: PolicySpec | None = None
+    coverage: FiniteFloat | None = Field(None, gt=0, le=1)
+    salt: Salt | None = None
+    primary_metric: MetricName | None = None
+    reward_window_s: FiniteFloat | None = Field(None, gt=0, le=90 * 86_400)
+    default_reward: FiniteFloat | None = None
+    reward_aggregation: Aggregation | None = None
+
+
+class ConcludeRequest(RequestModel):
+    winner: Key = Field(description="Key of the variant every unit gets from now on.")
+
+
+class VariantOut(ResponseModel):
+    key: str
+    payload: Any
+    is_control: bool
+    weight: float | None
+
+
+class ExperimentOut(ResponseModel):
+    key: str
+    name: str
+    description: str
+    status: Status
+    variants: list[VariantOut]
+    policy: dict[str, Any]
+    coverage: float
+    salt: str
+    primary_metric: str
+    reward_window_s: float
+    default_reward: float
+    reward_aggregation: Aggregation
+    winner: str | None
+    policy_version: int
+    allocation: dict[str, float] | None = Field(
+        None, description="Current probability of each variant (running bandits and A/B)."
+    )
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class RevisionOut(ResponseModel):
+    number: int
+    action: str
+    changes: dict[str, Any]
+    actor: str
+    at: datetime
+
+
+class PolicyVersionOut(ResponseModel):
+    number: int
+    kind: str
+    allocation: dict[str, float]
+    details: dict[str, Any]
+    stats: dict[str, Any]
+    closed_through: datetime | None
+    decisions_counted: int
+    learner: str
+    created_at: datetime

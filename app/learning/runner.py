@@ -1,0 +1,163 @@
+"""Runs learner passes: exactly one learner at a time across every process.
+
+PostgreSQL: a session-level advisory lock held on a dedicated connection for as long as this
+process is the learner; if the process dies the connection drops and another takes over.
+SQLite: an exclusive `flock` on `<database>.learner.lock` (one machine, so one file lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Protocol
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import transaction, utcnow
+from app.experiments import service as experiments_service
+from app.learning import service as learning_service
+
+log = logging.getLogger("croupier.learner")
+
+# "croupier" in ASCII: the advisory-lock id every Croupier process agrees on.
+ADVISORY_LOCK_ID = 0x63726F7570696572
+
+
+class LeaderLock(Protocol):
+    def acquire(self) -> bool: ...
+    def held(self) -> bool: ...
+    def release(self) -> None: ...
+
+
+class PostgresLock:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+
+    def acquire(self) -> bool:
+        if self._conn is not None:
+            return True
+        conn = self._engine.connect()
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": ADVISORY_LOCK_ID})
+        if got.scalar():
+            conn.commit()
+            self._conn = conn
+            return True
+        conn.rollback()
+        conn.close()
+        return False
+
+    def held(self) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            self._conn.execute(text("SELECT 1")).scalar()
+            self._conn.commit()
+            return True
+        except Exception:  # connection lost: the database released the lock
+            log.warning("learner lock connection lost; giving up leadership")
+            self._conn = None
+            return False
+
+    def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": ADVISORY_LOCK_ID})
+                self._conn.commit()
+                self._conn.close()
+            self._conn = None
+
+
+class FileLock:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: IO[bytes] | None = None
+
+    def acquire(self) -> bool:
+        if self._file is not None:
+            return True
+        handle = self._path.open("ab")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._file = handle
+        return True
+
+    def held(self) -> bool:
+        return self._file is not None
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def leader_lock(engine: Engine) -> LeaderLock:
+    if engine.dialect.name == "postgresql":
+        return PostgresLock(engine)
+    database = engine.url.database
+    if not database or database == ":memory:":
+        raise ValueError("the learner needs a file-backed SQLite database or PostgreSQL")
+    return FileLock(Path(os.path.abspath(database) + ".learner.lock"))
+
+
+def run_pass(
+    *,
+    sessions: sessionmaker[Session],
+    safety_lag_s: float,
+    learner: str,
+    now: datetime | None = None,
+) -> list[learning_service.PassResult]:
+    """One pass over every due experiment; each experiment in its own transaction."""
+    now = now or utcnow()
+    with sessions() as session:
+        due = learning_service.due_experiments(session=session, now=now)
+    results = []
+    for key in due:
+        with transaction(sessions) as session:
+            experiment = experiments_service.get(session=session, key=key, for_update=True)
+            if experiment.status != "running":
+                continue
+            results.append(
+                learning_service.learn(
+                    session=session,
+                    experiment=experiment,
+                    now=now,
+                    safety_lag_s=safety_lag_s,
+                    learner=learner,
+                )
+            )
+    return results
+
+
+async def learner_loop(
+    *,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    tick_s: float,
+    safety_lag_s: float,
+    learner: str,
+) -> None:
+    lock = leader_lock(engine)
+    try:
+        while True:
+            try:
+                leading = await asyncio.to_thread(lambda: lock.held() or lock.acquire())
+                if leading:
+                    await asyncio.to_thread(
+                        run_pass, sessions=sessions, safety_lag_s=safety_lag_s, learner=learner
+                    )
+            except Exception:
+                log.exception("learner pass failed; retrying next tick")
+            await asyncio.sleep(tick_s)
+    finally:
+        await asyncio.to_thread(lock.release)

@@ -1,0 +1,237 @@
+"""The learner: closed decisions -> per-arm sufficient statistics (in SQL) -> a new policy version.
+
+A decision is *closed* when its reward window has ended: its reward is then final (the
+aggregate of its non-late outcomes for the primary metric, or the experiment's default reward).
+Each version stores the cumulative statistics and the instant `closed_through` up to which
+decisions were counted, so the next pass only aggregates decisions decided in
+(closed_through_prev, closed_through]: every closed decision is counted exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy.orm import Session
+
+from app.bandits import ArmStats, PolicyConfigError
+from app.bandits.base import PolicyState
+from app.db import utcnow
+from app.decisions.models import Decision
+from app.experiments.models import Experiment
+from app.experiments.policy import build
+from app.learning.models import PolicyVersion
+from app.outcomes.models import Outcome
+
+log = logging.getLogger("croupier.learner")
+
+LEARNING_POLICIES = frozenset({"thompson", "epsilon_greedy", "ucb1"})
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    experiment: str
+    version: int | None
+    decisions_counted: int
+    error: str | None = None
+
+
+def latest(*, session: Session, experiment_id: int) -> PolicyVersion | None:
+    return session.scalar(
+        select(PolicyVersion)
+        .where(PolicyVersion.experiment_id == experiment_id)
+        .order_by(PolicyVersion.number.desc())
+        .limit(1)
+    )
+
+
+def _stats_by_key(experiment: Experiment, stats: Sequence[ArmStats]) -> dict[str, object]:
+    return {v.key: s.to_json() for v, s in zip(experiment.variants, stats, strict=True)}
+
+
+def _stats_from_version(experiment: Experiment, version: PolicyVersion | None) -> list[ArmStats]:
+    stored = version.stats if version is not None else {}
+    return [
+        ArmStats.from_json(stored[v.key]) if v.key in stored else ArmStats()
+        for v in experiment.variants
+    ]
+
+
+def _publish(
+    *,
+    session: Session,
+    experiment: Experiment,
+    state: PolicyState,
+    stats: Sequence[ArmStats],
+    closed_through: datetime | None,
+    learner: str,
+) -> PolicyVersion:
+    number = experiment.policy_version + 1
+    version = PolicyVersion(
+        experiment_id=experiment.id,
+        number=number,
+        kind=experiment.policy["type"],
+        state=state.to_json(),
+        stats=_stats_by_key(experiment, stats),
+        closed_through=closed_through,
+        decisions_counted=sum(s.count for s in stats),
+        learner=learner,
+        created_at=utcnow(),
+    )
+    session.add(version)
+    experiment.policy_version = number
+    experiment.revision += 1  # deciders reload on their next cheap check
+    session.flush()
+    return version
+
+
+def publish_initial(*, session: Session, experiment: Experiment, learner: str) -> PolicyVersion:
+    """Version 1: what is served before anything is learned (uniform, or the A/B weights)."""
+    policy = build(experiment)
+    return _publish(
+        session=session,
+        experiment=experiment,
+        state=policy.initial_state(),
+        stats=[ArmStats()] * len(experiment.variants),
+        closed_through=None,
+        learner=learner,
+    )
+
+
+def republish(*, session: Session, experiment: Experiment, learner: str) -> PolicyVersion:
+    """A new version from the same statistics under changed settings."""
+    previous = latest(session=session, experiment_id=experiment.id)
+    stats = _stats_from_version(experiment, previous)
+    policy = build(experiment)
+    state = policy.update(stats) if any(s.count for s in stats) else policy.initial_state()
+    return _publish(
+        session=session,
+        experiment=experiment,
+        state=state,
+        stats=stats,
+        closed_through=previous.closed_through if previous else None,
+        learner=learner,
+    )
+
+
+def _reward_per_decision(experiment: Experiment, since: datetime | None) -> Select[str, float]:
+    """One row per decision with outcomes: its reward, aggregated as the experiment says."""
+    conditions: list[ColumnElement[bool]] = [
+        Outcome.experiment_id == experiment.id,
+        Outcome.metric == experiment.primary_metric,
+        Outcome.late.is_(False),
+    ]
+    if since is not None:
+        # Outcomes are received after their decision, so older ones cannot match.
+        conditions.append(Outcome.received_at > since)
+    if experiment.reward_aggregation == "sum":
+        return (
+            select(Outcome.decision_id, func.sum(Outcome.value).label("reward"))
+            .where(*conditions)
+            .group_by(Outcome.decision_id)
+        )
+    ranked = (
+        select(
+            Outcome.decision_id,
+            Outcome.value,
+            func.row_number()
+            .over(partition_by=Outcome.decision_id, order_by=(Outcome.occurred_at, Outcome.id))
+            .label("rank"),
+        )
+        .where(*conditions)
+        .subquery()
+    )
+    return select(ranked.c.decision_id, ranked.c.value.label("reward")).where(ranked.c.rank == 1)
+
+
+def aggregate(
+    *, session: Session, experiment: Experiment, after: datetime | None, through: datetime
+) -> list[ArmStats]:
+    """Per-arm (count, sum, sum of squares) of rewards of experimental decisions decided in
+    (after, through], computed by the database; rows never come into Python."""
+    rewards = _reward_per_decision(experiment, after).subquery()
+    reward = func.coalesce(rewards.c.reward, experiment.default_reward)
+    query = (
+        select(Decision.arm, func.count(), func.sum(reward), func.sum(reward * reward))
+        .select_from(Decision)
+        .outerjoin(rewards, rewards.c.decision_id == Decision.id)
+        .where(
+            Decision.experiment_id == experiment.id,
+            Decision.experimental.is_(True),
+            Decision.decided_at <= through,
+        )
+        .group_by(Decision.arm)
+    )
+    if after is not None:
+        query = query.where(Decision.decided_at > after)
+    stats = [ArmStats()] * len(experiment.variants)
+    for arm, count, total, squares in session.execute(query):
+        stats[arm] = ArmStats(int(count), float(total or 0.0), float(squares or 0.0))
+    return stats
+
+
+def learn(
+    *, session: Session, experiment: Experiment, now: datetime, safety_lag_s: float, learner: str
+) -> PassResult:
+    """One learning step for one experiment (caller holds the learner lock)."""
+    previous = latest(session=session, experiment_id=experiment.id)
+    through = now - timedelta(seconds=experiment.reward_window_s + safety_lag_s)
+    after = previous.closed_through if previous is not None else None
+    if after is not None and through <= after:
+        return PassResult(experiment.key, None, 0)
+    delta = aggregate(session=session, experiment=experiment, after=after, through=through)
+    counted = sum(s.count for s in delta)
+    if counted == 0:
+        return PassResult(experiment.key, None, 0)
+    stats = [a + b for a, b in zip(_stats_from_version(experiment, previous), delta, strict=True)]
+    try:
+        state = build(experiment).update(stats)
+    except (PolicyConfigError, ValueError) as exc:
+        log.error("learner: experiment %s: %s", experiment.key, exc)
+        return PassResult(experiment.key, None, counted, error=str(exc))
+    version = _publish(
+        session=session,
+        experiment=experiment,
+        state=state,
+        stats=stats,
+        closed_through=through,
+        learner=learner,
+    )
+    log.info(
+        "learner: %s -> version %d (%d new decisions)", experiment.key, version.number, counted
+    )
+    return PassResult(experiment.key, version.number, counted)
+
+
+def due_experiments(*, session: Session, now: datetime) -> list[str]:
+    """Keys of running learning experiments whose update interval has passed."""
+    last_version = (
+        select(func.max(PolicyVersion.created_at))
+        .where(PolicyVersion.experiment_id == Experiment.id)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(Experiment.key, Experiment.policy, Experiment.update_interval_s, last_version)
+        .where(Experiment.status == "running")
+        .order_by(Experiment.id)
+    )
+    return [
+        key
+        for key, policy, interval, last in rows
+        if policy["type"] in LEARNING_POLICIES
+        and (last is None or last + timedelta(seconds=interval) <= now)
+    ]
+
+
+def versions(*, session: Session, experiment: Experiment) -> list[PolicyVersion]:
+    return list(
+        session.scalars(
+            select(PolicyVersion)
+            .where(PolicyVersion.experiment_id == experiment.id)
+            .order_by(PolicyVersion.number)
+        )
+    )

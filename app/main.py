@@ -1,0 +1,96 @@
+"""The FastAPI application: create_app(settings) and its lifespan.
+
+The lifespan opens the engine, refuses to start on a database behind the migrations, starts the
+decision writer (group commit), the policy refresher and, when enabled, the learner loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import errors, health, migrate
+from app.db import make_engine, make_session_factory
+from app.decisions.cache import PolicyCache
+from app.decisions.router import router as decisions_router
+from app.decisions.writer import DecisionWriter
+from app.experiments.router import router as experiments_router
+from app.keys.router import router as keys_router
+from app.learning.runner import learner_loop
+from app.limits import BodyLimitMiddleware
+from app.outcomes.router import router as outcomes_router
+from app.runtime import Runtime
+from app.security import KeyCache
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("croupier")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        if not migrate.is_at_head(engine):
+            engine.dispose()
+            raise RuntimeError(
+                "the database schema is not at the latest migration; run `croupier migrate`"
+            )
+        sessions = make_session_factory(engine)
+        runtime = Runtime(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            policies=PolicyCache(sessions),
+            writer=DecisionWriter(engine, max_batch=settings.group_commit_max_batch),
+            keys=KeyCache(settings.key_cache_ttl_s),
+        )
+        app.state.runtime = runtime
+        runtime.writer.start()
+        tasks = [asyncio.create_task(runtime.policies.run(settings.policy_check_interval_s))]
+        if settings.learner_enabled:
+            tasks.append(
+                asyncio.create_task(
+                    learner_loop(
+                        engine=engine,
+                        sessions=sessions,
+                        tick_s=settings.learner_tick_s,
+                        safety_lag_s=settings.learner_safety_lag_s,
+                        learner=runtime.process_name,
+                    )
+                )
+            )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await runtime.writer.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Croupier",
+        version="0.1.0",
+        summary="Decisions with exact propensities: sticky A/B splits and bandits that learn.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    for router in (
+        health.router,
+        experiments_router,
+        decisions_router,
+        outcomes_router,
+        keys_router,
+    ):
+        app.include_router(router)
+    return app

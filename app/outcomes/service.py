@@ -1,0 +1,149 @@
+"""Recording outcomes: join to the decision, classify, store once.
+
+Per item: `unknown_decision` (no such decision; nothing stored), `duplicate` (this outcome was
+already stored; never counted twice), `late` (stored and flagged: it arrived after the
+decision's reward window closed, so the learner never uses it), or `accepted`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, tuple_
+from sqlalchemy.orm import Session
+
+from app.decisions.models import Decision
+from app.errors import Invalid
+from app.experiments import service as experiments_service
+from app.experiments.models import Experiment
+from app.outcomes.models import Outcome
+from app.outcomes.schemas import OutcomeIn, OutcomeResult, Status
+
+CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class _Joined:
+    experiment_id: int
+    decided_at: datetime
+    window_s: float
+    primary_metric: str
+    reward_range: tuple[float, float] | None
+
+
+def dedup_key(item: OutcomeIn) -> str:
+    if item.outcome_id is not None:
+        return item.outcome_id
+    stamp = item.timestamp.isoformat() if item.timestamp is not None else ""
+    return hashlib.sha256(f"{item.value!r}|{stamp}".encode()).hexdigest()[:40]
+
+
+def _join(session: Session, ids: Sequence[str]) -> dict[str, _Joined]:
+    joined: dict[str, _Joined] = {}
+    experiments: dict[int, Experiment] = {}
+    for start in range(0, len(ids), CHUNK):
+        rows = session.execute(
+            select(Decision.id, Decision.experiment_id, Decision.decided_at).where(
+                Decision.id.in_(ids[start : start + CHUNK])
+            )
+        )
+        for decision_id, experiment_id, decided_at in rows:
+            if experiment_id not in experiments:
+                experiments[experiment_id] = session.get_one(Experiment, experiment_id)
+            e = experiments[experiment_id]
+            joined[decision_id] = _Joined(
+                experiment_id,
+                decided_at,
+                e.reward_window_s,
+                e.primary_metric,
+                experiments_service.reward_range(e),
+            )
+    return joined
+
+
+def _existing(session: Session, keys: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    found: set[tuple[str, str, str]] = set()
+    columns = tuple_(Outcome.decision_id, Outcome.metric, Outcome.dedup_key)
+    for start in range(0, len(keys), CHUNK):
+        rows = session.execute(
+            select(Outcome.decision_id, Outcome.metric, Outcome.dedup_key).where(
+                columns.in_(keys[start : start + CHUNK])
+            )
+        )
+        found.update((a, b, c) for a, b, c in rows)
+    return found
+
+
+def record(
+    *, session: Session, items: Sequence[OutcomeIn], now: datetime, batch: bool
+) -> list[OutcomeResult]:
+    """Validate every item first (422 writes nothing), then store the new ones."""
+    joined = _join(session, list({item.decision_id for item in items}))
+    for i, item in enumerate(items):
+        found = joined.get(item.decision_id)
+        if found is None or found.reward_range is None:
+            continue
+        low, high = found.reward_range
+        metric = item.metric or found.primary_metric
+        if metric == found.primary_metric and not low <= item.value <= high:
+            where = f"body.items[{i}].value" if batch else "body.value"
+            raise Invalid(
+                where,
+                "reward_range",
+                f"this experiment's rewards are Bernoulli, in [{low:g}, {high:g}]; "
+                f"got {item.value}",
+            )
+    keys = [
+        (item.decision_id, item.metric or found.primary_metric, dedup_key(item))
+        if (found := joined.get(item.decision_id))
+        else None
+        for item in items
+    ]
+    existing = _existing(session, [k for k in keys if k is not None])
+    results: list[OutcomeResult] = []
+    rows: list[dict[str, Any]] = []
+    for item, key in zip(items, keys, strict=True):
+        status: Status
+        if key is None:
+            results.append(
+                OutcomeResult(
+                    decision_id=item.decision_id, metric=item.metric, status="unknown_decision"
+                )
+            )
+            continue
+        found = joined[item.decision_id]
+        if key in existing:
+            status = "duplicate"
+        else:
+            existing.add(key)
+            window_end = found.decided_at + timedelta(seconds=found.window_s)
+            occurred = item.timestamp or now
+            late = now > window_end or occurred > window_end
+            status = "late" if late else "accepted"
+            rows.append(
+                {
+                    "decision_id": item.decision_id,
+                    "experiment_id": found.experiment_id,
+                    "metric": key[1],
+                    "value": item.value,
+                    "occurred_at": occurred,
+                    "received_at": now,
+                    "late": late,
+                    "dedup_key": key[2],
+                }
+            )
+        results.append(OutcomeResult(decision_id=item.decision_id, metric=key[1], status=status))
+    if rows:
+        session.execute(insert(Outcome), rows)
+    return results
+
+
+def counts(results: Sequence[OutcomeResult]) -> dict[Status, int]:
+    tally = Counter(r.status for r in results)
+    statuses: tuple[Status, ...] = ("accepted", "duplicate", "late", "unknown_decision")
+    return {s: tally.get(s, 0) for s in statuses}
