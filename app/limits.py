@@ -1,7 +1,7 @@
 """Request body limit as pure ASGI middleware: 413 before a large body reaches the app.
 
-The body (at most the limit) is read first and then replayed to the app, so chunked uploads
-without a Content-Length are limited too.
+A declared Content-Length is checked up front. A chunked body (no Content-Length) is read
+first, at most the limit, and then replayed to the app, so it is limited too.
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, send)
+        if declared is not None and declared.isdigit():
+            # The HTTP server enforces Content-Length framing: the body cannot be longer.
+            if int(declared) > self.max_bytes:
+                await self._reject(scope, send)
+            else:
+                await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0

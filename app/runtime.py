@@ -30,6 +30,6 @@ class Runtime:
     process_name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime

@@ -32,8 +32,17 @@ ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 PG_ADMIN_URL = os.environ.get(
     "CROUPIER_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-UVICORN = ["--workers", "1", "--http", "httptools", "--loop", "uvloop", "--no-access-log",
-           "--log-level", "warning"]
+UVICORN = [
+    "--workers",
+    "1",
+    "--http",
+    "httptools",
+    "--loop",
+    "uvloop",
+    "--no-access-log",
+    "--log-level",
+    "warning",
+]
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,9 @@ def ensure_wrk() -> str:
     if found:
         return found
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL
+        )
         found = shutil.which("wrk")
     if not found:
         sys.exit("the benchmark needs wrk (Debian: apt-get install wrk)")
@@ -73,7 +83,8 @@ def serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[byte
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", *target, "--port", str(port), *UVICORN],
-        cwd=ROOT, env={**os.environ, **env},
+        cwd=ROOT,
+        env={**os.environ, **env},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -105,15 +116,19 @@ def load(wrk: str, url: str, *, duration: int, connections: int, name: str) -> R
     )
 
 
-def _wrk(wrk: str, endpoint: str, script: str, *, seconds: int, connections: int
-         ) -> dict[str, int]:
+def _wrk(wrk: str, endpoint: str, script: str, *, seconds: int, connections: int) -> dict[str, int]:
     out = subprocess.run(
-        [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "-s", script, endpoint, "--",
-         ADMIN_KEY], check=True, capture_output=True, text=True,
+        [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "-s", script, endpoint, "--", ADMIN_KEY],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     keys = ("NON200", "P50_US", "P99_US", "REQUESTS", "DURATION_US")
-    return {parts[0]: int(parts[1]) for parts in map(str.split, out.splitlines())
-            if len(parts) == 2 and parts[0] in keys}
+    return {
+        parts[0]: int(parts[1])
+        for parts in map(str.split, out.splitlines())
+        if len(parts) == 2 and parts[0] in keys
+    }
 
 
 def create_experiment(url: str) -> None:
@@ -138,22 +153,29 @@ def stored_decisions(database_url: str) -> int:
         engine.dispose()
 
 
-def bench_backend(wrk: str, backend: str, database_url: str, args: argparse.Namespace
-                  ) -> tuple[Result, Result, int]:
+def bench_backend(
+    wrk: str, backend: str, database_url: str, args: argparse.Namespace
+) -> tuple[Result, Result, int]:
     migrate.upgrade(database_url)
     env = {"CROUPIER_DATABASE_URL": database_url, "CROUPIER_ADMIN_KEY": ADMIN_KEY}
     process, url = serve(["app.main:create_app", "--factory"], env)
     try:
         create_experiment(url)
-        croupier = load(wrk, url, duration=args.duration, connections=args.connections,
-                        name=f"decide ({backend})")
+        croupier = load(
+            wrk,
+            url,
+            duration=args.duration,
+            connections=args.connections,
+            name=f"decide ({backend})",
+        )
     finally:
         process.terminate()
         process.wait(30)
     bare_process, bare_url = serve(["benchmarks.bare_app:app"], {})
     try:
-        bare = load(wrk, bare_url, duration=args.duration, connections=args.connections,
-                    name="bare FastAPI")
+        bare = load(
+            wrk, bare_url, duration=args.duration, connections=args.connections, name="bare FastAPI"
+        )
     finally:
         bare_process.terminate()
         bare_process.wait(30)
@@ -201,17 +223,23 @@ def main() -> None:
                     rows.append((backend, *bench_backend(wrk, backend, pg_url, args)))
                 finally:
                     drop_postgres(pg_url)
-    print(f"\n{args.connections} connections, {args.duration}s per run, "
-          f"{os.cpu_count()} cores, wrk and server on the same machine\n")
-    print("| backend | decide req/s | bare req/s | ratio | decide p50 / p99 ms "
-          "| bare p50 / p99 ms | non-200 | 200s stored |")
+    print(
+        f"\n{args.connections} connections, {args.duration}s per run, "
+        f"{os.cpu_count()} cores, wrk and server on the same machine\n"
+    )
+    print(
+        "| backend | decide req/s | bare req/s | ratio | decide p50 / p99 ms "
+        "| bare p50 / p99 ms | non-200 | 200s stored |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for backend, croupier, bare, stored in rows:
         answered = croupier.answered_total
-        print(f"| {backend} | {croupier.rps:,.0f} | {bare.rps:,.0f} | "
-              f"{croupier.rps / bare.rps:.2f} | {croupier.p50_ms:.1f} / {croupier.p99_ms:.1f} | "
-              f"{bare.p50_ms:.1f} / {bare.p99_ms:.1f} | {croupier.non_200} | "
-              f"{'yes' if stored >= answered else f'NO ({stored} < {answered})'} |")
+        print(
+            f"| {backend} | {croupier.rps:,.0f} | {bare.rps:,.0f} | "
+            f"{croupier.rps / bare.rps:.2f} | {croupier.p50_ms:.1f} / {croupier.p99_ms:.1f} | "
+            f"{bare.p50_ms:.1f} / {bare.p99_ms:.1f} | {croupier.non_200} | "
+            f"{'yes' if stored >= answered else f'NO ({stored} < {answered})'} |"
+        )
 
 
 if __name__ == "__main__":

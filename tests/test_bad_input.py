@@ -196,10 +196,13 @@ DECIDE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "body.context.ns.x y|z",
         "feature_name",
     ),
-    ("list feature", {"unit_id": "u", "context": {"tags": ["a"]}}, "body.context.tags",
-     "feature_type"),
-    ("null feature", {"unit_id": "u", "context": {"f": None}}, "body.context.f",
-     "feature_type"),
+    (
+        "list feature",
+        {"unit_id": "u", "context": {"tags": ["a"]}},
+        "body.context.tags",
+        "feature_type",
+    ),
+    ("null feature", {"unit_id": "u", "context": {"f": None}}, "body.context.f", "feature_type"),
     ("context not an object", {"unit_id": "u", "context": [1]}, "body.context", "dict_type"),
 ]
 

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.bandits.base import Choice
-from app.bandits.hashing import rng_for
+from app.bandits.hashing import decision_uniform
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -63,9 +63,10 @@ def apply_floor(probabilities: npt.ArrayLike, min_probability: float) -> FloatAr
     """Mix in the uniform allocation so that every arm keeps at least `min_probability`.
 
     q_i = f + (1 - K f) p_i. Each q_i >= f, sum q = K f + (1 - K f) = 1, and the order of the
-    arms is preserved. This is the epsilon-mixture of Kaelbling's "epsilon-greedy" applied to
-    any allocation (epsilon = K f); it keeps propensities bounded away from 0, which is what
-    inverse-propensity estimators need (Dudik et al. 2011, sec. 2).
+    arms is preserved. It is the uniform mixture of EXP3, p_i = (1 - gamma) w_i + gamma / K
+    with gamma = K f (Auer et al. 2002, "The Nonstochastic Multiarmed Bandit Problem",
+    sec. 3). It keeps propensities away from 0: the variance of inverse-propensity estimates
+    grows with 1 / propensity (Dudik, Langford & Li 2011, "Doubly Robust Policy Evaluation").
     """
     p = validate_probabilities(probabilities)
     n_arms = p.size
@@ -128,12 +129,17 @@ def sample_arm(probabilities: Sequence[float] | FloatArray, rng: np.random.Gener
 def sampled_choice(
     probabilities: Sequence[float], *, n_arms: int, salt: str, decision_id: str
 ) -> Choice:
-    """A bandit decision: the arm drawn with the generator of (salt, decision_id).
+    """A bandit decision: the arm holding the decision's uniform draw of (salt, decision_id).
 
     Same probabilities, salt and decision_id give the same Choice in every process: that is
     what makes a logged decision replayable.
     """
-    validate_probabilities(probabilities, n_arms=n_arms, name="state probabilities")
+    # The vector was validated when its PolicyState was built; only its length can still
+    # disagree with the policy.
+    if len(probabilities) != n_arms:
+        raise ValueError(
+            f"state probabilities must have one entry per arm ({n_arms}), got {len(probabilities)}"
+        )
     vector = tuple(float(p) for p in probabilities)
-    arm = sample_arm(vector, rng_for(salt, decision_id))
+    arm = arm_for_bucket(decision_uniform(salt, decision_id), vector)
     return Choice(arm=arm, propensity=vector[arm], probabilities=vector)

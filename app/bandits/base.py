@@ -69,6 +69,16 @@ class PolicyState:
     probabilities: tuple[float, ...]
     details: Mapping[str, JSONValue] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Checked once here, so choosing (the hot path) can trust the vector.
+        p = self.probabilities
+        if not p:
+            raise ValueError("state probabilities must be non-empty")
+        if not all(math.isfinite(x) and x >= 0.0 for x in p):
+            raise ValueError(f"state probabilities must be finite and >= 0, got {list(p)}")
+        if abs(math.fsum(p) - 1.0) > 1e-9:
+            raise ValueError(f"state probabilities must sum to 1, got {math.fsum(p)!r}")
+
     def to_json(self) -> dict[str, JSONValue]:
         return {"probabilities": list(self.probabilities), "details": dict(self.details)}
 

@@ -76,4 +76,6 @@ def checked_weights(weights: object) -> tuple[float, ...]:
     total = math.fsum(values)
     if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
         raise PolicyConfigError("weights", f"weights must sum to 1, got {total:.10g}")
+    if total == 1.0:
+        return tuple(values)  # already exact: keep the user's numbers bit for bit
     return tuple(normalise(values).tolist())

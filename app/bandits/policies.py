@@ -12,7 +12,7 @@ from typing import Any
 
 from app.bandits.base import Policy, PolicyConfigError
 from app.bandits.epsilon_greedy import EpsilonGreedyPolicy
-from app.bandits.fixed import FixedPolicy
+from app.bandits.fixed import FixedPolicy, checked_weights
 from app.bandits.thompson_policy import ThompsonPolicy
 from app.bandits.ucb1 import UCB1Policy
 from app.bandits.validation import arm_count
@@ -79,8 +79,9 @@ def build_policy(
 def _fixed(n_arms: int, weights: Sequence[float] | None) -> FixedPolicy:
     if weights is None:
         return FixedPolicy(tuple([1.0 / n_arms] * n_arms))
-    if isinstance(weights, Sequence) and not isinstance(weights, str) and len(weights) != n_arms:
+    is_list = isinstance(weights, Sequence) and not isinstance(weights, str | bytes)
+    if is_list and len(weights) != n_arms:
         raise PolicyConfigError(
             "weights", f"weights must have one entry per arm ({n_arms}), got {len(weights)}"
         )
-    return FixedPolicy(tuple(weights))
+    return FixedPolicy(checked_weights(weights))

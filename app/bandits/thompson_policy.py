@@ -6,9 +6,10 @@ noise). Deciders draw from it with the generator of (salt, decision_id).
 
 Reward models (posteriors of each arm's mean reward, arms independent):
 
-* bernoulli - rewards in [0, 1]. Beta(prior_alpha + total, prior_beta + count - total)
-  (conjugate Beta-Bernoulli; fractional rewards count as fractional successes, the usual
-  extension, Agrawal & Goyal 2012, Algorithm 2 uses a Bernoulli trial instead).
+* bernoulli - rewards in [0, 1]. Beta(prior_alpha + total, prior_beta + count - total), the
+  conjugate Beta-Bernoulli posterior (Chapelle & Li 2011). A fractional reward is added as a
+  fractional success; Agrawal & Goyal (2012, Algorithm 2) instead draw a Bernoulli trial for
+  it, which would make the allocation random rather than a function of the statistics.
 * gaussian - any real rewards. Normal(ybar_i, s_i^2 / n_i): the flat-prior posterior of a
   normal mean with the sample variance s_i^2 (n - 1 denominator) plugged in for sigma^2.
   - An arm whose rewards are all equal (s_i^2 = 0) borrows the pooled within-arm variance

@@ -115,11 +115,9 @@ class PolicyCache:
             return 0
         with self._sessions() as session:
             rows = session.execute(
-                select(Experiment.key, Experiment.revision).where(
-                    Experiment.key.in_(list(cached))
-                )
+                select(Experiment.key, Experiment.revision).where(Experiment.key.in_(list(cached)))
             )
-            current = {key: revision for key, revision in rows}
+            current = dict(rows.all())  # rows.all(): a Result itself looks like a mapping
         stale = [k for k, served in cached.items() if current.get(k) != served.revision]
         for key in stale:
             self.load(key)

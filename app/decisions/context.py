@@ -28,12 +28,14 @@ def _check_value(value: Any, where: str) -> None:
     if isinstance(value, str):
         if len(value) > MAX_TEXT:
             raise Invalid(
-                where, "string_too_long",
+                where,
+                "string_too_long",
                 f"text features are at most {MAX_TEXT} characters, got {len(value)}",
             )
         return
     raise Invalid(
-        where, "feature_type",
+        where,
+        "feature_type",
         f"feature values are strings, numbers or booleans, got {type(value).__name__}",
     )
 
@@ -41,7 +43,8 @@ def _check_value(value: Any, where: str) -> None:
 def _check_name(name: str, where: str) -> None:
     if not NAME.match(name):
         raise Invalid(
-            where, "feature_name",
+            where,
+            "feature_name",
             f"feature and namespace names match [A-Za-z0-9_.-]{{1,64}}, got {name!r}",
         )
 
@@ -55,7 +58,8 @@ def check_context(context: Mapping[str, Any], *, where: str, max_features: int) 
                 _check_name(inner, f"{where}.{name}.{inner}")
                 if isinstance(leaf, dict):
                     raise Invalid(
-                        f"{where}.{name}.{inner}", "nesting",
+                        f"{where}.{name}.{inner}",
+                        "nesting",
                         "contexts nest one level deep: {namespace: {feature: value}}",
                     )
                 _check_value(leaf, f"{where}.{name}.{inner}")
@@ -65,6 +69,7 @@ def check_context(context: Mapping[str, Any], *, where: str, max_features: int) 
             count += 1
     if count > max_features:
         raise Invalid(
-            where, "max_features",
+            where,
+            "max_features",
             f"a context may have at most {max_features} features, got {count}",
         )

@@ -13,6 +13,7 @@ from app.bandits.hashing import (
     ARM_TAG,
     bucket,
     coverage_bucket,
+    decision_uniform,
     digest,
     in_coverage,
     rng_for,
@@ -77,7 +78,8 @@ def test_buckets_are_uniform_over_100k_units() -> None:
     counts = np.bincount((values * 100).astype(int), minlength=100)
     result = stats.chisquare(counts)
     assert result.pvalue > 0.001
-    assert 0.0 <= values.min() and values.max() < 1.0
+    assert values.min() >= 0.0
+    assert values.max() < 1.0
 
 
 def test_coverage_bucket_is_independent_of_arm_bucket() -> None:
@@ -119,6 +121,13 @@ def test_coverage_edges_are_all_or_nothing() -> None:
     assert in_coverage("exp", "user-1", 1.0)
     with pytest.raises(ValueError, match="coverage"):
         in_coverage("exp", "user-1", 1.5)
+
+
+def test_decision_uniform_is_pinned_and_separate_from_the_arm_bucket() -> None:
+    # A change here makes every logged bandit decision unreplayable: never update these.
+    assert decision_uniform("exp-1", "decision-1") == 0.5413019725305571
+    assert decision_uniform("exp-1", "decision-2") == 0.8678210649815479
+    assert decision_uniform("exp-1", "decision-1") != bucket("exp-1", "decision-1")
 
 
 def test_rng_for_replays_the_same_stream_and_pins_it() -> None:
