@@ -5,11 +5,17 @@ The writer task takes whatever requests are waiting (up to `max_batch` rows), wr
 one transaction in a worker thread, then resolves every waiting request. While one commit is
 in flight the next batch accumulates, so under load one fsync serves many requests and an idle
 service adds no waiting at all.
+
+This is the hottest write in Croupier, so it talks to the driver (DB-API) directly on one
+connection it keeps: SQLAlchemy's per-row processing cost more than the rest of a decision.
+Values are converted here exactly as the ORM column types would (JSON text; on SQLite naive
+UTC in SQLAlchemy's datetime format), and tests read them back through the ORM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -17,16 +23,15 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine
+from sqlalchemy.pool import PoolProxiedConnection
 
-from app.decisions.models import Decision
 from app.errors import Conflict
 
 log = logging.getLogger("croupier.writer")
+
 SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy's DateTime stores values on SQLite
-DECISIONS: Table = Decision.__table__  # type: ignore[assignment]
-STORED_COLUMNS = (
+COLUMNS = (
     "id",
     "experiment_id",
     "unit_id",
@@ -35,10 +40,23 @@ STORED_COLUMNS = (
     "propensity",
     "probabilities",
     "policy_version",
+    "context",
     "decided_at",
     "fallback",
     "experimental",
 )
+# What an idempotent retry needs to answer exactly as the first call did.
+STORED = (
+    "id",
+    "experiment_id",
+    "unit_id",
+    "arm",
+    "propensity",
+    "policy_version",
+    "fallback",
+    "experimental",
+)
+CHUNK = 500
 
 
 @dataclass
@@ -48,12 +66,49 @@ class _Request:
     future: asyncio.Future[list[dict[str, Any]]] = field(repr=False)
 
 
+class _Statements:
+    """The SQL for one dialect (qmark for SQLite, format for psycopg)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.sqlite = engine.dialect.name == "sqlite"
+        self.mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        values = ", ".join([self.mark] * len(COLUMNS))
+        insert = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({values})"  # noqa: S608
+        self.insert = insert
+        self.insert_ignore = f"{insert} ON CONFLICT (id) DO NOTHING"
+
+    def select_stored(self, n: int) -> str:
+        marks = ", ".join([self.mark] * n)
+        return f"SELECT {', '.join(STORED)} FROM decisions WHERE id IN ({marks})"  # noqa: S608
+
+    def params(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        decided = row["decided_at"].astimezone(UTC)
+        context = row["context"]
+        return (
+            row["id"],
+            row["experiment_id"],
+            row["unit_id"],
+            row["variant_id"],
+            row["arm"],
+            row["propensity"],
+            json.dumps(row["probabilities"]),
+            row["policy_version"],
+            None if context is None else json.dumps(context),
+            decided.replace(tzinfo=None).strftime(SQLITE_DATETIME) if self.sqlite else decided,
+            row["fallback"],
+            row["experimental"],
+        )
+
+
 class DecisionWriter:
     def __init__(self, engine: Engine, *, max_batch: int) -> None:
         self._engine = engine
+        self._sql = _Statements(engine)
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # Used by one worker thread at a time (batches are written one after another).
+        self._connection: PoolProxiedConnection | None = None
         self.batches_written = 0
 
     def start(self) -> None:
@@ -66,6 +121,7 @@ class DecisionWriter:
         self._queue.put_nowait(None)  # after everything queued before it
         await self._task
         self._task = None
+        await asyncio.to_thread(self._discard_connection)
 
     async def submit(self, rows: list[dict[str, Any]], *, client_ids: bool) -> list[dict[str, Any]]:
         """Write rows; returns the stored rows (for client-supplied ids: what was stored first)."""
@@ -108,100 +164,63 @@ class DecisionWriter:
                     request.future.set_result(result)
 
     def _write(self, batch: Sequence[_Request]) -> list[list[dict[str, Any]] | Exception]:
-        with self._engine.begin() as conn:
-            fresh = [row for request in batch if not request.client_ids for row in request.rows]
+        if self._connection is None:
+            self._connection = self._engine.raw_connection()
+        connection = self._connection
+        try:
+            cursor = connection.cursor()
+            if self._sql.sqlite:
+                cursor.execute("BEGIN")  # explicit, so savepoints nest inside it
+            fresh = [
+                self._sql.params(row)
+                for request in batch
+                if not request.client_ids
+                for row in request.rows
+            ]
             if fresh:
-                _insert_fresh(conn, fresh)
-            return [
-                _write_idempotent(conn, request.rows) if request.client_ids else request.rows
+                cursor.executemany(self._sql.insert, fresh)
+            results = [
+                self._write_idempotent(cursor, request.rows) if request.client_ids else request.rows
                 for request in batch
             ]
+            connection.commit()
+            cursor.close()
+            return results
+        except Exception:
+            self._discard_connection()  # a broken connection is never reused
+            raise
 
+    def _discard_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.rollback()
+            with contextlib.suppress(Exception):
+                self._connection.invalidate()
+            self._connection = None
 
-INSERT_COLUMNS = (
-    "id",
-    "experiment_id",
-    "unit_id",
-    "variant_id",
-    "arm",
-    "propensity",
-    "probabilities",
-    "policy_version",
-    "context",
-    "decided_at",
-    "fallback",
-    "experimental",
-)
-
-
-def _insert_fresh(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Plain INSERT of server-generated ids through the driver's executemany.
-
-    Core's per-row bind processing cost more than the rest of a decision, so the values are
-    converted here exactly as the column types would (tests/test_decisions_api.py reads them
-    back through the ORM types): JSON text, naive UTC in SQLAlchemy's SQLite datetime format.
-    """
-    sqlite_db = conn.dialect.name == "sqlite"
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = (
-        f"INSERT INTO decisions ({', '.join(INSERT_COLUMNS)}) "  # noqa: S608 (constant names)
-        f"VALUES ({', '.join([mark] * len(INSERT_COLUMNS))})"
-    )
-    params = []
-    for row in rows:
-        decided = row["decided_at"].astimezone(UTC)
-        context = row["context"]
-        params.append(
-            (
-                row["id"],
-                row["experiment_id"],
-                row["unit_id"],
-                row["variant_id"],
-                row["arm"],
-                row["propensity"],
-                json.dumps(row["probabilities"]),
-                row["policy_version"],
-                None if context is None else json.dumps(context),
-                decided.replace(tzinfo=None).strftime(SQLITE_DATETIME) if sqlite_db else decided,
-                row["fallback"],
-                row["experimental"],
-            )
-        )
-    conn.exec_driver_sql(sql, params)
-
-
-def _insert_ignoring_duplicates(conn: Connection) -> Insert:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(DECISIONS).on_conflict_do_nothing(index_elements=["id"])
-    return sqlite.insert(DECISIONS).on_conflict_do_nothing(index_elements=["id"])
-
-
-def _write_idempotent(
-    conn: Connection, rows: list[dict[str, Any]]
-) -> list[dict[str, Any]] | Exception:
-    """Rows whose ids the client chose: a retry returns the stored answer. A savepoint keeps a
-    request whose id belongs to another unit or experiment from writing anything."""
-    try:
-        with conn.begin_nested():
-            conn.execute(_insert_ignoring_duplicates(conn), rows)
-            stored: dict[str, dict[str, Any]] = {}
-            ids = [row["id"] for row in rows]
-            columns = [DECISIONS.c[name] for name in STORED_COLUMNS]
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                for found in conn.execute(select(*columns).where(DECISIONS.c.id.in_(chunk))):
-                    stored[found.id] = dict(found._mapping)
-            for row in rows:
-                first = stored[row["id"]]
-                if (first["experiment_id"], first["unit_id"]) != (
-                    row["experiment_id"],
-                    row["unit_id"],
-                ):
-                    raise Conflict(
-                        f"decision_id {row['id']!r} was already used for another unit or "
-                        "experiment; decision ids must be unique",
-                        kind="decision-id-reused",
-                    )
-            return [stored[row["id"]] for row in rows]
-    except Conflict as exc:
-        return exc
+    def _write_idempotent(
+        self, cursor: Any, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]] | Exception:
+        """Rows whose ids the client chose: a retry returns the stored answer. A savepoint keeps
+        a request whose id belongs to another unit or experiment from writing anything."""
+        cursor.execute("SAVEPOINT decide")
+        cursor.executemany(self._sql.insert_ignore, [self._sql.params(row) for row in rows])
+        stored: dict[str, dict[str, Any]] = {}
+        ids = [row["id"] for row in rows]
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            cursor.execute(self._sql.select_stored(len(chunk)), chunk)
+            for found in cursor.fetchall():
+                stored[found[0]] = dict(zip(STORED, found, strict=True))
+        for row in rows:
+            first = stored[row["id"]]
+            if (first["experiment_id"], first["unit_id"]) != (row["experiment_id"], row["unit_id"]):
+                cursor.execute("ROLLBACK TO SAVEPOINT decide")
+                cursor.execute("RELEASE SAVEPOINT decide")
+                return Conflict(
+                    f"decision_id {row['id']!r} was already used for another unit or experiment; "
+                    "decision ids must be unique",
+                    kind="decision-id-reused",
+                )
+        cursor.execute("RELEASE SAVEPOINT decide")
+        return [stored[row["id"]] for row in rows]

@@ -355,3 +355,25 @@ def test_build_policy_gives_the_documented_defaults() -> None:
     assert build_policy("ucb1", {}, n_arms=4) == UCB1Policy(4, 0.01, math.sqrt(2))
     assert build_policy("fixed", {}, n_arms=4) == FixedPolicy((0.25,) * 4)
     assert build_policy("fixed", {}, n_arms=2, weights=[0.9, 0.1]) == FixedPolicy((0.9, 0.1))
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "message"),
+    [
+        ((), "non-empty"),
+        ((0.5, 0.6), "sum to 1"),
+        ((1.2, -0.2), "finite and >= 0"),
+        ((float("nan"), 1.0), "finite and >= 0"),
+    ],
+)
+def test_a_state_with_an_invalid_vector_cannot_be_built(
+    probabilities: tuple[float, ...], message: str
+) -> None:
+    # Validated once at construction, which is why choosing may trust the vector.
+    with pytest.raises(ValueError, match=message):
+        PolicyState(probabilities)
+
+
+def test_a_state_for_the_wrong_number_of_arms_is_refused_when_choosing() -> None:
+    with pytest.raises(ValueError, match="one entry per arm"):
+        ThompsonPolicy(3).choose(PolicyState((0.5, 0.5)), salt="s", unit_id="u", decision_id="d")
