@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from app import errors, health, migrate
 from app.db import make_engine, make_session_factory
 from app.decisions.cache import PolicyCache
+from app.decisions.router import fast_route as decisions_fast_route
 from app.decisions.router import router as decisions_router
 from app.decisions.writer import DecisionWriter
 from app.experiments.router import router as experiments_router
@@ -89,8 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.router.routes.append(decisions_fast_route)  # before the routers: matched at once
     for router in (
-        decisions_router,  # first: the hot path should match after one try
+        decisions_router,
         health.router,
         experiments_router,
         outcomes_router,

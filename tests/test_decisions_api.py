@@ -203,3 +203,24 @@ def test_bandit_decisions_replay_exactly_from_their_logs(
         )
         assert "abc"[choice.arm] == answer["variant"]
         assert choice.propensity == answer["propensity"]
+
+
+def test_single_decisions_are_served_by_the_lean_route_before_fastapi_routers(
+    settings: Settings,
+) -> None:
+    from starlette.routing import Route
+
+    from app.decisions.router import fast_route
+
+    routes = create_app(settings).router.routes
+    position = routes.index(fast_route)
+    assert all(isinstance(r, Route) for r in routes[:position])
+    assert fast_route.path == "/v1/experiments/{key}/decisions"
+
+
+def test_a_malformed_experiment_key_in_the_path_is_422(client: TestClient) -> None:
+    response = client.post(
+        "/v1/experiments/bad key!/decisions", json={"unit_id": "u"}, headers=ADMIN
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "path.key"

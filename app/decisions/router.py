@@ -1,15 +1,21 @@
 """POST /v1/experiments/{key}/decisions (single and batch).
 
-This is the hot path, so it skips what FastAPI would add per request: the key is checked by a
-direct call rather than a dependency, and the answer is serialised once, by hand.
+The single decision is the hot path. It is served by a plain Starlette route (`fast_route`,
+placed first in the app's routing table by app.main), which skips FastAPI's per-request
+machinery (dependency solving, two exit stacks, response validation): about 40 µs, as much
+as the rest of a decision. The key is checked by a direct call, the body parsed once by
+pydantic's JSON parser, the answer serialised once. The FastAPI route `decide` below runs the
+very same function; it is there so that /docs and the OpenAPI schema describe the endpoint.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Path, Request, Response
+from starlette.routing import Route
 
 from app.db import utcnow
 from app.decisions import service
@@ -19,12 +25,13 @@ from app.decisions.schemas import (
     DecideRequest,
     DecideResponse,
 )
-from app.errors import NotFound, ProblemError, parse_body
+from app.errors import Invalid, NotFound, ProblemError, parse_body
 from app.runtime import Runtime
 from app.schemas import KEY_PATTERN
 from app.security import authorize
 
 router = APIRouter(prefix="/v1/experiments/{key}/decisions", tags=["decisions"])
+KEY_RE = re.compile(KEY_PATTERN)
 ExperimentKey = Annotated[str, Path(pattern=KEY_PATTERN, description="Experiment key.")]
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No valid API key (`Authorization: Bearer crp_...`)"},
@@ -62,9 +69,7 @@ async def _decide(
 
 
 def _json(content: Any) -> Response:
-    return Response(
-        json.dumps(content, separators=(",", ":")).encode(), media_type="application/json"
-    )
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 @router.post(
@@ -83,9 +88,23 @@ def _json(content: Any) -> Response:
 async def decide(key: ExperimentKey, request: Request) -> Response:
     """Pick a variant and log the exposure (with its propensity) before answering.
     Needs a key with the `decide` scope."""
+    return await decide_one(request)
+
+
+async def decide_one(request: Request) -> Response:
+    key = request.path_params["key"]
     await authorize(request, "decide")
+    if not KEY_RE.match(key):
+        raise Invalid(
+            "path.key", "string_pattern_mismatch", f"no experiment key looks like {key!r}"
+        )
     body = await parse_body(request, DecideRequest)
     return _json((await _decide(request, key, [body], batch=False))[0])
+
+
+fast_route = Route(
+    "/v1/experiments/{key}/decisions", decide_one, methods=["POST"], include_in_schema=False
+)
 
 
 @router.post(

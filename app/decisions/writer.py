@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -72,10 +72,23 @@ class _Statements:
     def __init__(self, engine: Engine) -> None:
         self.sqlite = engine.dialect.name == "sqlite"
         self.mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        values = ", ".join([self.mark] * len(COLUMNS))
-        insert = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({values})"  # noqa: S608
-        self.insert = insert
-        self.insert_ignore = f"{insert} ON CONFLICT (id) DO NOTHING"
+        self.row_marks = f"({', '.join([self.mark] * len(COLUMNS))})"
+        self.insert = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES {self.row_marks}"  # noqa: S608
+        self.insert_ignore = f"{self.insert} ON CONFLICT (id) DO NOTHING"
+
+    def insert_many(self, cursor: Any, params: list[tuple[Any, ...]]) -> None:
+        """All rows in as few statements as possible. SQLite: executemany of one prepared
+        statement. PostgreSQL: multi-row VALUES, far less server work than a row each."""
+        if self.sqlite:
+            cursor.executemany(self.insert, params)
+            return
+        for start in range(0, len(params), CHUNK):
+            chunk = params[start : start + CHUNK]
+            values = ", ".join([self.row_marks] * len(chunk))
+            cursor.execute(
+                f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES {values}",  # noqa: S608
+                [value for row in chunk for value in row],
+            )
 
     def select_stored(self, n: int) -> str:
         marks = ", ".join([self.mark] * n)
@@ -91,9 +104,9 @@ class _Statements:
             row["variant_id"],
             row["arm"],
             row["propensity"],
-            json.dumps(row["probabilities"]),
+            orjson.dumps(row["probabilities"]).decode(),
             row["policy_version"],
-            None if context is None else json.dumps(context),
+            None if context is None else orjson.dumps(context).decode(),
             decided.replace(tzinfo=None).strftime(SQLITE_DATETIME) if self.sqlite else decided,
             row["fallback"],
             row["experimental"],
@@ -178,7 +191,7 @@ class DecisionWriter:
                 for row in request.rows
             ]
             if fresh:
-                cursor.executemany(self._sql.insert, fresh)
+                self._sql.insert_many(cursor, fresh)
             results = [
                 self._write_idempotent(cursor, request.rows) if request.client_ids else request.rows
                 for request in batch
