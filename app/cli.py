@@ -22,13 +22,14 @@ def _sessions(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
 
 
 def bootstrap_admin_key(settings: Settings) -> str | None:
-    """First start: no usable key stored and none configured -> create one and return it."""
+    """First start: no key stored and none configured -> create an admin key and return it.
+    (Once keys exist, even all revoked, none is made: `croupier keys create` is the way.)"""
     if settings.admin_key is not None:
         return None
     engine, sessions = _sessions(settings)
     try:
         with transaction(sessions) as session:
-            if keys_service.count_active(session=session) > 0:
+            if keys_service.any_stored(session=session):
                 return None
             _, full = keys_service.create(session=session, name="bootstrap-admin", scopes=["admin"])
             return full

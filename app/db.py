@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -60,8 +60,15 @@ class UTCDateTime(TypeDecorator[datetime]):
 JSONDoc = JSON().with_variant(JSONB(), "postgresql")
 
 
+WRITE = {"croupier_write": True}
+"""Execution options of a transaction that will write (see `transaction`)."""
+
+
 def _sqlite_pragmas(synchronous: str) -> Any:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver must not open transactions behind our back: SQLAlchemy's "begin" event
+        # below does, so reads take no lock and writes take the write lock up front.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
@@ -81,8 +88,17 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
             max_overflow=8,
         )
         event.listen(engine, "connect", _sqlite_pragmas(sqlite_synchronous))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """BEGIN IMMEDIATE for writing transactions: SQLite then serialises writers at the start,
+    so a read-modify-write (revision + 1, next policy version) never works from a stale read,
+    and a busy database makes the writer wait (busy_timeout) instead of failing mid-way."""
+    immediate = conn.get_execution_options().get("croupier_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -91,6 +107,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any error (never a partial write)."""
+    """One unit of work that writes: commit on success, roll back on any error (never a
+    partial write). On SQLite it holds the write lock from its first statement."""
     with factory() as session, session.begin():
+        session.connection(execution_options=WRITE)
         yield session

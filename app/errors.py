@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -129,6 +130,13 @@ def _is_union_tag(part: Any) -> bool:
 async def parse_body(request: Request, model: type[M]) -> M:
     """Validate a JSON body straight from bytes (pydantic's Rust parser), as FastAPI would,
     with the same 422 problem; used where FastAPI's own body handling costs too much."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise ProblemError(
+            415,
+            f"send the body as JSON with 'Content-Type: application/json', got {media_type!r}",
+            kind="unsupported-media-type",
+        )
     raw = await request.body()
     try:
         return model.model_validate_json(raw)
@@ -168,6 +176,17 @@ def install(app: FastAPI) -> None:
             kind=_TITLES.get(exc.status_code, "error").lower().replace(" ", "-"),
             instance=request.url.path,
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable on %s: %s", request.url.path, exc.orig)
+        return problem_response(
+            503,
+            "the database is unavailable or busy; nothing was written, retry",
+            kind="unavailable",
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)

@@ -50,7 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine=engine,
             sessions=sessions,
             policies=PolicyCache(sessions),
-            writer=DecisionWriter(engine, max_batch=settings.group_commit_max_batch),
+            writer=DecisionWriter(
+                engine,
+                max_batch=settings.group_commit_max_batch,
+                max_delay_s=settings.max_commit_delay_s,
+            ),
             keys=KeyCache(settings.key_cache_ttl_s),
         )
         app.state.runtime = runtime

@@ -46,7 +46,9 @@ class Settings(BaseSettings):
         5.0,
         ge=0,
         description="Extra delay after a reward window closes before the learner counts the "
-        "decision, so decisions still in a commit batch are never skipped.",
+        "decision. Decisions and outcomes that cannot commit within half of it get 503 (retry), "
+        "so the learner never misses one; clocks of all hosts must agree within half of it. "
+        "0 turns both off.",
     )
     group_commit_max_batch: int = Field(
         1000, ge=1, description="Most decisions written in one group-commit transaction."
@@ -71,6 +73,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the service."
     )
+
+    @property
+    def max_commit_delay_s(self) -> float | None:
+        """How long after being made a decision or outcome may still commit (see above)."""
+        return self.learner_safety_lag_s / 2 if self.learner_safety_lag_s > 0 else None
 
 
 @lru_cache(maxsize=1)

@@ -92,6 +92,37 @@ CREATE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "bernoulli_range",
     ),
     ("bad aggregation", {"reward_aggregation": "max"}, "body.reward_aggregation", "literal_error"),
+    ("NUL in a name", {"name": "a\x00b"}, "body.name", "unsafe_text"),
+    (
+        "lone surrogate in a description",
+        {"description": "x\ud800"},
+        "body.description",
+        "string_unicode",
+    ),
+    (
+        "NUL in a payload",
+        {"variants": [{"key": "a", "payload": {"m": "a\x00"}}, {"key": "b"}]},
+        "body.variants[0].payload",
+        "json_value",
+    ),
+    (
+        "huge integer in a payload",
+        {"variants": [{"key": "a", "payload": 10**30}, {"key": "b"}]},
+        "body.variants[0].payload",
+        "json_value",
+    ),
+    (
+        "bernoulli rewards summed",
+        {"policy": {"type": "thompson"}, "variants": V2, "reward_aggregation": "sum"},
+        "body.reward_aggregation",
+        "bernoulli_aggregation",
+    ),
+    (
+        "default reward too large",
+        {"default_reward": 1e16},
+        "body.default_reward",
+        "less_than_equal",
+    ),
     (
         "too many variants",
         {"variants": [{"key": f"v{i}"} for i in range(51)]},
@@ -99,6 +130,13 @@ CREATE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "too_long",
     ),
 ]
+
+
+def post_json(client: TestClient, path: str, body: Any) -> Any:
+    """json.dumps escapes lone surrogates as \\udXXX, as a real client would send them."""
+    return client.post(
+        path, content=json.dumps(body), headers={**ADMIN, "Content-Type": "application/json"}
+    )
 
 
 def assert_problem(response: Any, status: int, field: str, rule: str) -> None:
@@ -122,7 +160,7 @@ def assert_nothing_written(engine: Engine) -> None:
 def test_bad_experiment_is_rejected_and_nothing_written(
     client: TestClient, engine: Engine, case: str, change: dict[str, Any], field: str, rule: str
 ) -> None:
-    response = client.post("/v1/experiments", json=experiment_body(**change), headers=ADMIN)
+    response = post_json(client, "/v1/experiments", experiment_body(**change))
     assert_problem(response, 422, field, rule)
     assert_nothing_written(engine)
 
@@ -204,6 +242,33 @@ DECIDE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("null feature", {"unit_id": "u", "context": {"f": None}}, "body.context.f", "feature_type"),
     ("context not an object", {"unit_id": "u", "context": [1]}, "body.context", "dict_type"),
+    ("NUL in a unit", {"unit_id": "a\x00b"}, "body.unit_id", "unsafe_text"),
+    # pydantic's JSON parser refuses lone surrogates outright (the message gives the column).
+    ("lone surrogate in a unit", {"unit_id": "a\ud800"}, "body", "json_invalid"),
+    (
+        "NUL in a feature",
+        {"unit_id": "u", "context": {"f": "a\x00"}},
+        "body.context.f",
+        "unsafe_text",
+    ),
+    (
+        "surrogate in a feature",
+        {"unit_id": "u", "context": {"ns": {"f": "\udfff"}}},
+        "body",
+        "json_invalid",
+    ),
+    (
+        "huge integer feature",
+        {"unit_id": "u", "context": {"f": 10**400}},
+        "body.context.f",
+        "number_range",
+    ),
+    (
+        "feature name with a newline",
+        {"unit_id": "u", "context": {"a\n": 1}},
+        "body.context.a\n",
+        "feature_name",
+    ),
 ]
 
 
@@ -220,7 +285,7 @@ def test_bad_decision_request_is_rejected_and_nothing_written(
     rule: str,
 ) -> None:
     create_experiment()
-    response = client.post("/v1/experiments/exp/decisions", json=body, headers=ADMIN)
+    response = post_json(client, "/v1/experiments/exp/decisions", body)
     assert_problem(response, 422, field, rule)
     assert count_rows(engine, "decisions") == 0
 
@@ -339,3 +404,37 @@ def test_malformed_json_is_a_422_problem(client: TestClient) -> None:
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_nan_in_a_variant_payload_is_rejected(client: TestClient, engine: Engine) -> None:
+    raw = json.dumps(experiment_body()).replace('{"model": "v1"}', '{"score": NaN}')
+    response = client.post(
+        "/v1/experiments", content=raw, headers={**ADMIN, "Content-Type": "application/json"}
+    )
+    assert_problem(response, 422, "body.variants[0].payload", "json_value")
+    assert_nothing_written(engine)
+
+
+@pytest.mark.parametrize("cursor", ["abc", "\u00b2", "9" * 30, "-1", "1\n"])
+def test_a_malformed_cursor_is_422(client: TestClient, cursor: str) -> None:
+    response = client.get("/v1/experiments", params={"cursor": cursor}, headers=ADMIN)
+    assert_problem(response, 422, "query.cursor", "cursor")
+
+
+def test_decisions_must_be_sent_as_json(client: TestClient, create_experiment: Create) -> None:
+    create_experiment()
+    for path in ("/v1/experiments/exp/decisions", "/v1/experiments/exp/decisions/batch"):
+        response = client.post(
+            path, content='{"unit_id": "u"}', headers={**ADMIN, "Content-Type": "text/plain"}
+        )
+        assert response.status_code == 415, path
+        assert "application/json" in response.json()["detail"]
+
+
+def test_batch_decide_checks_the_key_before_the_body(client: TestClient) -> None:
+    response = client.post(
+        "/v1/experiments/exp/decisions/batch",
+        content="not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 401

@@ -46,10 +46,14 @@ def test_first_start_creates_one_admin_key_and_never_again(database: str) -> Non
     main(["migrate"])
     settings = Settings(database_url=database)
     first = bootstrap_admin_key(settings)
-    assert first is not None and first.startswith("crp_")
+    assert first is not None
+    assert first.startswith("crp_")
     assert bootstrap_admin_key(settings) is None
     configured = Settings(database_url=database, admin_key="x" * 24)
     assert bootstrap_admin_key(configured) is None
+    # Even with every key revoked, a restart mints none: `croupier keys create` is the way.
+    main(["keys", "revoke", first.split("_")[1]])
+    assert bootstrap_admin_key(settings) is None
 
 
 def test_configured_admin_key_means_no_generated_key(tmp_path: Path) -> None:

@@ -152,7 +152,10 @@ def test_draft_experiment_refuses_decisions(client: TestClient, create_experimen
     create_experiment(start=False)
     response = client.post("/v1/experiments/exp/decisions", json={"unit_id": "u"}, headers=ADMIN)
     assert response.status_code == 409
-    assert "draft" in response.json()["detail"]
+    assert "never started" in response.json()["detail"]
+    client.post("/v1/experiments/exp/archive", headers=ADMIN)  # archived without a start
+    response = client.post("/v1/experiments/exp/decisions", json={"unit_id": "u"}, headers=ADMIN)
+    assert response.status_code == 409
 
 
 def test_growing_coverage_never_moves_a_unit_between_arms(

@@ -13,19 +13,26 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.errors import Invalid
+from app.schemas import INT64, unsafe_text_problem
 
-NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # used with fullmatch: no trailing newline
 MAX_TEXT = 256
 
 
 def _check_value(value: Any, where: str) -> None:
     if isinstance(value, bool):
         return
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        if not -INT64 <= value < INT64:
+            raise Invalid(where, "number_range", "integer features must fit in 64 bits")
+        return
+    if isinstance(value, float):
         if not math.isfinite(value):
             raise Invalid(where, "finite_number", f"feature values must be finite, got {value}")
         return
     if isinstance(value, str):
+        if problem := unsafe_text_problem(value):
+            raise Invalid(where, "unsafe_text", problem)
         if len(value) > MAX_TEXT:
             raise Invalid(
                 where,
@@ -41,7 +48,7 @@ def _check_value(value: Any, where: str) -> None:
 
 
 def _check_name(name: str, where: str) -> None:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise Invalid(
             where,
             "feature_name",

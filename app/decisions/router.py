@@ -20,6 +20,7 @@ from starlette.routing import Route
 from app.db import utcnow
 from app.decisions import service
 from app.decisions.schemas import (
+    MAX_BATCH,
     BatchDecideRequest,
     BatchDecideResponse,
     DecideRequest,
@@ -31,7 +32,7 @@ from app.schemas import KEY_PATTERN
 from app.security import authorize
 
 router = APIRouter(prefix="/v1/experiments/{key}/decisions", tags=["decisions"])
-KEY_RE = re.compile(KEY_PATTERN)
+KEY_RE = re.compile(KEY_PATTERN.strip("^$"))  # fullmatch: no trailing newline
 ExperimentKey = Annotated[str, Path(pattern=KEY_PATTERN, description="Experiment key.")]
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No valid API key (`Authorization: Bearer crp_...`)"},
@@ -39,6 +40,23 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such experiment"},
     409: {"description": "The experiment is a draft, or a decision_id was reused"},
     422: {"description": "Invalid request: `errors` names each field and rule"},
+}
+
+
+# The batch body documented by hand (parse_body reads it): items of the single request.
+BATCH_SCHEMA = {
+    "title": "BatchDecideRequest",
+    "type": "object",
+    "properties": {
+        "items": {
+            "type": "array",
+            "items": DecideRequest.model_json_schema(),
+            "minItems": 1,
+            "maxItems": MAX_BATCH,
+        }
+    },
+    "required": ["items"],
+    "additionalProperties": False,
 }
 
 
@@ -94,7 +112,7 @@ async def decide(key: ExperimentKey, request: Request) -> Response:
 async def decide_one(request: Request) -> Response:
     key = request.path_params["key"]
     await authorize(request, "decide")
-    if not KEY_RE.match(key):
+    if not KEY_RE.fullmatch(key):
         raise Invalid(
             "path.key", "string_pattern_mismatch", f"no experiment key looks like {key!r}"
         )
@@ -112,9 +130,16 @@ fast_route = Route(
     response_model=BatchDecideResponse,
     summary="Decide for many units",
     responses=AUTH_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": BATCH_SCHEMA}},
+        }
+    },
 )
-async def decide_batch(key: ExperimentKey, body: BatchDecideRequest, request: Request) -> Response:
+async def decide_batch(key: ExperimentKey, request: Request) -> Response:
     """Up to 10,000 units in one call, written in one transaction (all or nothing).
     Needs a key with the `decide` scope."""
-    await authorize(request, "decide")
+    await authorize(request, "decide")  # before reading up to 1 MiB of body
+    body = await parse_body(request, BatchDecideRequest)
     return _json({"items": await _decide(request, key, body.items, batch=True)})

@@ -8,7 +8,9 @@ non-experimental.
 
 from __future__ import annotations
 
-import random
+import hashlib
+import itertools
+import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -45,9 +47,9 @@ def _fixed_answer(served: ServedExperiment, arm: int) -> Choice:
 
 def choose(served: ServedExperiment, item: DecideRequest, decision_id: str) -> tuple[Choice, bool]:
     """The choice for one unit and whether the policy drew it (experimental)."""
-    if served.status == "draft":
+    if served.status == "draft" or served.version == 0:  # never started (maybe archived)
         raise Conflict(
-            f"experiment {served.key!r} is a draft; start it before asking for decisions",
+            f"experiment {served.key!r} was never started; start it before asking for decisions",
             kind="not-running",
         )
     if served.status == "paused":
@@ -68,10 +70,30 @@ def choose(served: ServedExperiment, item: DecideRequest, decision_id: str) -> t
     return choice, True
 
 
+class _IdSource:
+    """Decision ids: BLAKE2b, keyed with 32 secret random bytes, of a counter. Unique (the
+    counter) and unpredictable (a keyed PRF), so nobody can claim an id before it is served,
+    at a microsecond each and no system call. A forked child draws a new key."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.key = os.urandom(32)
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        message = next(self.counter).to_bytes(8, "big")
+        return hashlib.blake2b(message, key=self.key, digest_size=16).hexdigest()
+
+
+_ids = _IdSource()
+
+
 def new_decision_id() -> str:
-    """32 hex digits from a 128-bit random number. Not a secret, so `random` (seeded from the
-    OS at start and again after fork) is enough, and it costs no system call per decision."""
-    return f"{random.getrandbits(128):032x}"
+    """32 hex digits, unique and unpredictable."""
+    return _ids.next()
 
 
 def decision_row(served: ServedExperiment, item: DecideRequest, *, now: datetime) -> dict[str, Any]:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -113,11 +114,28 @@ class _Statements:
         )
 
 
+class CommitTooLate(Exception):
+    """The batch would commit later than the learner allows after its decisions were made."""
+
+
+def transient(exc: BaseException) -> bool:
+    """Errors that a second attempt of the same transaction can clear: deadlocks and
+    serialisation failures (PostgreSQL), a locked database (SQLite)."""
+    if getattr(exc, "sqlstate", None) in ("40P01", "40001"):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
 class DecisionWriter:
-    def __init__(self, engine: Engine, *, max_batch: int) -> None:
+    def __init__(self, engine: Engine, *, max_batch: int, max_delay_s: float | None) -> None:
+        """`max_delay_s`: the longest a decision may wait between being made and being
+        committed (None: no limit). The learner counts a decision once its reward window and
+        safety lag have passed; a row committed later than that would never be counted, so
+        such a batch is refused (503) instead: nothing acknowledged escapes the learner."""
         self._engine = engine
         self._sql = _Statements(engine)
         self._max_batch = max_batch
+        self._max_delay = timedelta(seconds=max_delay_s) if max_delay_s is not None else None
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         # Used by one worker thread at a time (batches are written one after another).
@@ -160,7 +178,7 @@ class DecisionWriter:
                 batch.append(request)
                 size += len(request.rows)
             try:
-                results = await asyncio.to_thread(self._write, batch)
+                results = await asyncio.to_thread(self._write_isolating, batch)
             except Exception as exc:
                 log.exception("writing %d decisions failed", size)
                 for request in batch:
@@ -176,6 +194,37 @@ class DecisionWriter:
                 else:
                     request.future.set_result(result)
 
+    def _write_isolating(self, batch: Sequence[_Request]) -> list[list[dict[str, Any]] | Exception]:
+        """Write the batch; if it fails, write each request on its own, so one request the
+        database refuses fails alone and not every request that shared its transaction."""
+        try:
+            return self._write_retrying(batch)
+        except Exception as exc:
+            if len(batch) == 1 or isinstance(exc, CommitTooLate):
+                raise
+            log.warning(
+                "a batch of %d requests failed (%s); writing them one by one", len(batch), exc
+            )
+        results: list[list[dict[str, Any]] | Exception] = []
+        for request in batch:
+            try:
+                results.extend(self._write_retrying([request]))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _write_retrying(
+        self, batch: Sequence[_Request], attempts: int = 3
+    ) -> list[list[dict[str, Any]] | Exception]:
+        for attempt in range(attempts):
+            try:
+                return self._write(batch)
+            except Exception as exc:
+                if attempt == attempts - 1 or not transient(exc):
+                    raise
+                log.info("retrying a decision batch after %s", type(exc).__name__)
+        raise AssertionError("unreachable")
+
     def _write(self, batch: Sequence[_Request]) -> list[list[dict[str, Any]] | Exception]:
         if self._connection is None:
             self._connection = self._engine.raw_connection()
@@ -183,7 +232,7 @@ class DecisionWriter:
         try:
             cursor = connection.cursor()
             if self._sql.sqlite:
-                cursor.execute("BEGIN")  # explicit, so savepoints nest inside it
+                cursor.execute("BEGIN IMMEDIATE")  # explicit, so savepoints nest inside it
             fresh = [
                 self._sql.params(row)
                 for request in batch
@@ -196,12 +245,23 @@ class DecisionWriter:
                 self._write_idempotent(cursor, request.rows) if request.client_ids else request.rows
                 for request in batch
             ]
+            self._check_delay(batch)
             connection.commit()
             cursor.close()
             return results
         except Exception:
             self._discard_connection()  # a broken connection is never reused
             raise
+
+    def _check_delay(self, batch: Sequence[_Request]) -> None:
+        if self._max_delay is None:
+            return
+        oldest = min(row["decided_at"] for request in batch for row in request.rows)
+        if datetime.now(UTC) - oldest > self._max_delay:
+            raise CommitTooLate(
+                f"decisions made at {oldest.isoformat()} could not be committed within "
+                f"{self._max_delay.total_seconds():g} s"
+            )
 
     def _discard_connection(self) -> None:
         if self._connection is not None:
@@ -217,7 +277,9 @@ class DecisionWriter:
         """Rows whose ids the client chose: a retry returns the stored answer. A savepoint keeps
         a request whose id belongs to another unit or experiment from writing anything."""
         cursor.execute("SAVEPOINT decide")
-        cursor.executemany(self._sql.insert_ignore, [self._sql.params(row) for row in rows])
+        # In id order: two processes inserting overlapping ids lock them in the same order.
+        ordered = sorted(rows, key=lambda row: str(row["id"]))
+        cursor.executemany(self._sql.insert_ignore, [self._sql.params(row) for row in ordered])
         stored: dict[str, dict[str, Any]] = {}
         ids = [row["id"] for row in rows]
         for start in range(0, len(ids), CHUNK):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -25,6 +26,7 @@ from app.schemas import KEY_PATTERN, Page
 from app.security import Admin, Read
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
+CURSOR = re.compile(r"[0-9]{1,9}")  # an experiment id; ASCII digits only
 ExperimentKey = Annotated[str, Path(pattern=KEY_PATTERN, description="Experiment key.")]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
@@ -45,19 +47,21 @@ def to_out(experiment: Experiment, allocation: dict[str, float] | None = None) -
 
 
 def _with_allocation(runtime: Runtime, experiment: Experiment) -> ExperimentOut:
-    allocation = None
-    if experiment.status != "draft":
-        with runtime.sessions() as session:
-            version = learning_service.latest(session=session, experiment_id=experiment.id)
-        if version is not None:
-            allocation = dict(
-                zip(
-                    (v.key for v in experiment.variants),
-                    version.state["probabilities"],
-                    strict=True,
-                )
-            )
-    return to_out(experiment, allocation)
+    """The allocation being served: the policy's while running; all to the control while
+    paused, all to the winner (or control) once concluded; none before the start."""
+    keys = [v.key for v in experiment.variants]
+    if experiment.policy_version == 0:
+        return to_out(experiment, None)
+    if experiment.status != "running":
+        control = next(v.key for v in experiment.variants if v.is_control)
+        served = (
+            experiment.winner if experiment.status != "paused" and experiment.winner else control
+        )
+        return to_out(experiment, {k: float(k == served) for k in keys})
+    with runtime.sessions() as session:
+        version = learning_service.latest(session=session, experiment_id=experiment.id)
+    assert version is not None, "a started experiment has a policy version"
+    return to_out(experiment, dict(zip(keys, version.state["probabilities"], strict=True)))
 
 
 @router.post("", status_code=201, response_model=ExperimentOut, summary="Create an experiment")
@@ -78,7 +82,7 @@ def list_experiments(
 ) -> Page[ExperimentOut]:
     after = None
     if cursor is not None:
-        if not cursor.isdigit():
+        if not CURSOR.fullmatch(cursor):
             raise Invalid("query.cursor", "cursor", "cursor must be a next_cursor value")
         after = int(cursor)
     with runtime.sessions() as session:

@@ -7,13 +7,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
-from app.schemas import FiniteFloat, Key, MetricName, RequestModel, ResponseModel
+from app.schemas import (
+    BoundedFloat,
+    FiniteFloat,
+    JSONPayload,
+    Key,
+    MetricName,
+    RequestModel,
+    ResponseModel,
+    SafeText,
+)
 
 PolicyType = Literal["fixed", "thompson", "epsilon_greedy", "ucb1"]
 Status = Literal["draft", "running", "paused", "concluded", "archived"]
 Aggregation = Literal["earliest", "sum"]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(max_length=2000)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), SafeText]
+Description = Annotated[str, StringConstraints(max_length=2000), SafeText]
 Salt = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 
 
@@ -35,7 +44,9 @@ class PolicySpec(BaseModel):
 
 class VariantIn(RequestModel):
     key: Key
-    payload: Any = Field(None, description="Returned with every decision for this variant.")
+    payload: JSONPayload = Field(
+        None, description="Any JSON, returned with every decision for this variant."
+    )
     is_control: StrictBool = False
     weight: FiniteFloat | None = Field(
         None, gt=0, le=1, description="Share of units (policy `fixed` only); all or none."
@@ -54,7 +65,7 @@ class ExperimentCreate(RequestModel):
     salt: Salt | None = Field(None, description="Hash salt; random when omitted.")
     primary_metric: MetricName = "reward"
     reward_window_s: FiniteFloat = Field(600.0, gt=0, le=90 * 86_400)
-    default_reward: FiniteFloat = 0.0
+    default_reward: BoundedFloat = 0.0
     reward_aggregation: Aggregation = "earliest"
 
 
@@ -70,7 +81,7 @@ class ExperimentUpdate(RequestModel):
     salt: Salt | None = None
     primary_metric: MetricName | None = None
     reward_window_s: FiniteFloat | None = Field(None, gt=0, le=90 * 86_400)
-    default_reward: FiniteFloat | None = None
+    default_reward: BoundedFloat | None = None
     reward_aggregation: Aggregation | None = None
 
 
@@ -101,7 +112,9 @@ class ExperimentOut(ResponseModel):
     winner: str | None
     policy_version: int
     allocation: dict[str, float] | None = Field(
-        None, description="Current probability of each variant (running bandits and A/B)."
+        None,
+        description="Probability each variant is served now: the policy's while running, "
+        "all to the control while paused, all to the winner once concluded.",
     )
     created_at: datetime
     updated_at: datetime

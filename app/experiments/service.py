@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.bandits import PolicyConfigError
 from app.db import utcnow
 from app.errors import Conflict, FieldError, Invalid, NotFound, ProblemError
 from app.experiments.models import Experiment, ExperimentRevision, Variant
@@ -49,12 +50,23 @@ def _check_variants(variants: Sequence[VariantIn], field_prefix: str) -> None:
         )
 
 
-def _check_reward(policy: dict[str, Any], default_reward: float, field_prefix: str) -> None:
-    if _bernoulli(policy) and not 0.0 <= default_reward <= 1.0:
+def _check_reward(
+    policy: dict[str, Any], default_reward: float, aggregation: str, field_prefix: str
+) -> None:
+    if not _bernoulli(policy):
+        return
+    if not 0.0 <= default_reward <= 1.0:
         raise Invalid(
             f"{field_prefix}.default_reward",
             "bernoulli_range",
             f"a Bernoulli bandit's rewards are in [0, 1]; default_reward is {default_reward}",
+        )
+    if aggregation == "sum":
+        raise Invalid(
+            f"{field_prefix}.reward_aggregation",
+            "bernoulli_aggregation",
+            "a Bernoulli bandit's reward per decision is 0 or 1, and a sum of several outcomes "
+            "can exceed 1: use reward_aggregation 'earliest' (or reward 'gaussian')",
         )
 
 
@@ -131,7 +143,7 @@ def create(*, session: Session, data: ExperimentCreate, actor: str) -> Experimen
     _check_variants(data.variants, "body")
     policy = _policy_doc(data.policy)
     policy_for(policy=policy, weights=[v.weight for v in data.variants])
-    _check_reward(policy, data.default_reward, "body")
+    _check_reward(policy, data.default_reward, data.reward_aggregation, "body")
     if session.scalar(select(Experiment.id).where(Experiment.key == data.key)) is not None:
         raise Conflict(f"an experiment with key {data.key!r} already exists", kind="duplicate-key")
     now = utcnow()
@@ -212,6 +224,14 @@ def update(*, session: Session, key: str, data: ExperimentUpdate, actor: str) ->
                 f"(it is {experiment.policy['type']!r})",
                 kind="frozen-field",
             )
+        if data.policy is not None and _reward_model(
+            {**experiment.policy, **data.policy.params()}
+        ) != _reward_model(experiment.policy):
+            raise Conflict(
+                f"the reward model cannot change while the experiment is {experiment.status}: "
+                "logged rewards were defined under the current one",
+                kind="frozen-field",
+            )
     for name in requested:
         if getattr(data, name) is None:
             raise Invalid(f"body.{name}", "not_null", f"{name} cannot be null")
@@ -219,7 +239,7 @@ def update(*, session: Session, key: str, data: ExperimentUpdate, actor: str) ->
     variants = data.variants
     if variants is not None:
         _check_variants(variants, "body")
-    policy = _policy_doc(data.policy) if data.policy is not None else experiment.policy
+    policy = _merged_policy(experiment, data.policy)
     weights = (
         [v.weight for v in variants]
         if variants is not None
@@ -229,7 +249,8 @@ def update(*, session: Session, key: str, data: ExperimentUpdate, actor: str) ->
     default_reward = (
         data.default_reward if data.default_reward is not None else experiment.default_reward
     )
-    _check_reward(policy, default_reward, "body")
+    aggregation = data.reward_aggregation or experiment.reward_aggregation
+    _check_reward(policy, default_reward, aggregation, "body")
 
     for name in (
         "name",
@@ -245,7 +266,8 @@ def update(*, session: Session, key: str, data: ExperimentUpdate, actor: str) ->
             setattr(experiment, name, getattr(data, name))
     if data.policy is not None:
         experiment.policy = policy
-        experiment.update_interval_s = data.policy.update_interval_s
+        if "update_interval_s" in data.policy.model_fields_set:
+            experiment.update_interval_s = data.policy.update_interval_s
     if variants is not None:
         experiment.variants.clear()
         session.flush()  # free (experiment_id, key) before the new rows arrive
@@ -258,8 +280,25 @@ def update(*, session: Session, key: str, data: ExperimentUpdate, actor: str) ->
         )
     if experiment.status in ("running", "paused") and "policy" in changes:
         # New settings (say a higher floor) apply from the next version on, at once.
-        learning_service.republish(session=session, experiment=experiment, learner=actor)
+        try:
+            learning_service.republish(session=session, experiment=experiment, learner=actor)
+        except PolicyConfigError as exc:  # the settings do not fit the statistics learned
+            raise Invalid(f"body.policy.{exc.field}", "policy", exc.message) from exc
     return experiment
+
+
+def _merged_policy(experiment: Experiment, spec: PolicySpec | None) -> dict[str, Any]:
+    """A PATCHed policy of the same type changes only the settings it names; a new type
+    (possible in draft only) starts from that type's defaults."""
+    if spec is None:
+        return experiment.policy
+    if spec.type != experiment.policy["type"]:
+        return _policy_doc(spec)
+    return {**experiment.policy, **spec.params()}
+
+
+def _reward_model(policy: dict[str, Any]) -> str | None:
+    return policy.get("reward", "bernoulli") if policy.get("type") == "thompson" else None
 
 
 def transition(

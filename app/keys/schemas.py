@@ -7,13 +7,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.schemas import RequestModel
+from app.schemas import RequestModel, SafeText
 
 Scope = Literal["admin", "decide", "read"]
 
 
 class KeyCreate(RequestModel):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100), SafeText]
     scopes: list[Scope] = Field(min_length=1, max_length=3)
 
 

@@ -74,8 +74,9 @@ def revoke(*, session: Session, prefix: str) -> ApiKey:
     return row
 
 
-def count_active(*, session: Session) -> int:
-    return len(list(session.scalars(select(ApiKey.id).where(ApiKey.revoked.is_(False)))))
+def any_stored(*, session: Session) -> bool:
+    """Whether any key, even a revoked one, was ever stored."""
+    return session.scalar(select(ApiKey.id).limit(1)) is not None
 
 
 def verify(*, session: Session, raw: str) -> Principal | None:

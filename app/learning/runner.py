@@ -123,19 +123,23 @@ def run_pass(
         due = learning_service.due_experiments(session=session, now=now)
     results = []
     for key in due:
-        with transaction(sessions) as session:
-            experiment = experiments_service.get(session=session, key=key, for_update=True)
-            if experiment.status != "running":
-                continue
-            results.append(
-                learning_service.learn(
-                    session=session,
-                    experiment=experiment,
-                    now=now,
-                    safety_lag_s=safety_lag_s,
-                    learner=learner,
+        try:
+            with transaction(sessions) as session:
+                experiment = experiments_service.get(session=session, key=key, for_update=True)
+                if experiment.status != "running":
+                    continue
+                results.append(
+                    learning_service.learn(
+                        session=session,
+                        experiment=experiment,
+                        now=now,
+                        safety_lag_s=safety_lag_s,
+                        learner=learner,
+                    )
                 )
-            )
+        except Exception as exc:  # one broken experiment must not stop the others learning
+            log.exception("learner: experiment %s failed", key)
+            results.append(learning_service.PassResult(key, None, 0, error=str(exc)))
     return results
 
 
@@ -148,16 +152,30 @@ async def learner_loop(
     learner: str,
 ) -> None:
     lock = leader_lock(engine)
+    running: asyncio.Future[list[learning_service.PassResult]] | None = None
     try:
         while True:
             try:
                 leading = await asyncio.to_thread(lambda: lock.held() or lock.acquire())
                 if leading:
-                    await asyncio.to_thread(
-                        run_pass, sessions=sessions, safety_lag_s=safety_lag_s, learner=learner
+                    running = asyncio.ensure_future(
+                        asyncio.to_thread(
+                            run_pass,
+                            sessions=sessions,
+                            safety_lag_s=safety_lag_s,
+                            learner=learner,
+                        )
                     )
+                    await asyncio.shield(running)
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("learner pass failed; retrying next tick")
             await asyncio.sleep(tick_s)
     finally:
+        # A pass still running in its thread finishes before the lock is given up, so no
+        # second learner can start while this one is writing.
+        if running is not None and not running.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(running), timeout=30)
         await asyncio.to_thread(lock.release)

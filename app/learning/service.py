@@ -117,7 +117,9 @@ def republish(*, session: Session, experiment: Experiment, learner: str) -> Poli
     )
 
 
-def _reward_per_decision(experiment: Experiment, since: datetime | None) -> Select[str, float]:
+def _reward_per_decision(
+    experiment: Experiment, since: datetime | None, margin: timedelta
+) -> Select[str, float]:
     """One row per decision with outcomes: its reward, aggregated as the experiment says."""
     conditions: list[ColumnElement[bool]] = [
         Outcome.experiment_id == experiment.id,
@@ -125,8 +127,9 @@ def _reward_per_decision(experiment: Experiment, since: datetime | None) -> Sele
         Outcome.late.is_(False),
     ]
     if since is not None:
-        # Outcomes are received after their decision, so older ones cannot match.
-        conditions.append(Outcome.received_at > since)
+        # Outcomes are received after their decision, so older ones cannot match; the margin
+        # covers hosts whose clocks disagree (they must agree within the safety lag).
+        conditions.append(Outcome.received_at > since - margin)
     if experiment.reward_aggregation == "sum":
         return (
             select(Outcome.decision_id, func.sum(Outcome.value).label("reward"))
@@ -148,11 +151,16 @@ def _reward_per_decision(experiment: Experiment, since: datetime | None) -> Sele
 
 
 def aggregate(
-    *, session: Session, experiment: Experiment, after: datetime | None, through: datetime
+    *,
+    session: Session,
+    experiment: Experiment,
+    after: datetime | None,
+    through: datetime,
+    clock_margin: timedelta = timedelta(0),
 ) -> list[ArmStats]:
     """Per-arm (count, sum, sum of squares) of rewards of experimental decisions decided in
     (after, through], computed by the database; rows never come into Python."""
-    rewards = _reward_per_decision(experiment, after).subquery()
+    rewards = _reward_per_decision(experiment, after, clock_margin).subquery()
     reward = func.coalesce(rewards.c.reward, experiment.default_reward)
     query = (
         select(Decision.arm, func.count(), func.sum(reward), func.sum(reward * reward))
@@ -182,7 +190,13 @@ def learn(
     after = previous.closed_through if previous is not None else None
     if after is not None and through <= after:
         return PassResult(experiment.key, None, 0)
-    delta = aggregate(session=session, experiment=experiment, after=after, through=through)
+    delta = aggregate(
+        session=session,
+        experiment=experiment,
+        after=after,
+        through=through,
+        clock_margin=timedelta(seconds=safety_lag_s),
+    )
     counted = sum(s.count for s in delta)
     if counted == 0:
         return PassResult(experiment.key, None, 0)

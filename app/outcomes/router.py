@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.db import transaction, utcnow
+from app.decisions.writer import transient
 from app.errors import ProblemError
 from app.outcomes import service
 from app.outcomes.schemas import BatchOutcomeIn, BatchOutcomeResult, OutcomeIn, OutcomeResult
@@ -16,23 +18,39 @@ from app.security import Decide
 
 router = APIRouter(prefix="/v1/outcomes", tags=["outcomes"])
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ATTEMPTS = 3
+
+
+def _too_late() -> ProblemError:
+    return ProblemError(
+        503,
+        "the outcomes could not be recorded in time, so none was stored; retry",
+        kind="unavailable",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _record(runtime: Runtime, items: list[OutcomeIn], *, batch: bool) -> list[OutcomeResult]:
-    for _attempt in range(3):
+    max_delay = runtime.settings.max_commit_delay_s
+    for attempt in range(ATTEMPTS):
+        now = utcnow()
         try:
             with transaction(runtime.sessions) as session:
-                return service.record(session=session, items=items, now=utcnow(), batch=batch)
-        except IntegrityError:
-            # Another request stored one of these outcomes between our check and our insert.
-            # Our transaction rolled back whole; running again reports it as a duplicate.
-            continue
-    raise ProblemError(
-        409,
-        "outcomes in this request kept colliding with concurrent requests; retry",
-        kind="concurrent-duplicate",
-        headers={"Retry-After": "1"},
-    )
+                results = service.record(session=session, items=items, now=now, batch=batch)
+                # An outcome judged on time must commit before the learner can have closed
+                # its decision's window; if this transaction was that slow, roll it back.
+                if max_delay is not None and utcnow() - now > timedelta(seconds=max_delay):
+                    raise _too_late()
+                return results
+        except (IntegrityError, DBAPIError) as exc:
+            # A deadlock, a serialisation failure or a locked SQLite database: the whole
+            # transaction rolled back, so running it again is safe.
+            retry = isinstance(exc, IntegrityError) or (
+                exc.orig is not None and transient(exc.orig)
+            )
+            if not retry or attempt == ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @router.post("", response_model=OutcomeResult, summary="Report one outcome")

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
 
-from app.schemas import DecisionId, FiniteFloat, MetricName, RequestModel
+from app.schemas import BoundedFloat, DecisionId, MetricName, RequestModel
 
 MAX_BATCH = 10_000
 Status = Literal["accepted", "duplicate", "late", "unknown_decision"]
@@ -15,7 +15,7 @@ OutcomeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$"
 
 class OutcomeIn(RequestModel):
     decision_id: DecisionId
-    value: FiniteFloat = Field(description="The reward or metric value.")
+    value: BoundedFloat = Field(description="The reward or metric value (|value| <= 1e15).")
     metric: MetricName | None = Field(
         None, description="Metric name; the experiment's primary metric when omitted."
     )

@@ -11,10 +11,11 @@ import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.decisions.models import Decision
@@ -39,7 +40,8 @@ class _Joined:
 def dedup_key(item: OutcomeIn) -> str:
     if item.outcome_id is not None:
         return item.outcome_id
-    stamp = item.timestamp.isoformat() if item.timestamp is not None else ""
+    # The instant in UTC: the same moment written with another offset is the same outcome.
+    stamp = item.timestamp.astimezone(UTC).isoformat() if item.timestamp is not None else ""
     return hashlib.sha256(f"{item.value!r}|{stamp}".encode()).hexdigest()[:40]
 
 
@@ -64,19 +66,6 @@ def _join(session: Session, ids: Sequence[str]) -> dict[str, _Joined]:
                 experiments_service.reward_range(e),
             )
     return joined
-
-
-def _existing(session: Session, keys: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-    found: set[tuple[str, str, str]] = set()
-    columns = tuple_(Outcome.decision_id, Outcome.metric, Outcome.dedup_key)
-    for start in range(0, len(keys), CHUNK):
-        rows = session.execute(
-            select(Outcome.decision_id, Outcome.metric, Outcome.dedup_key).where(
-                columns.in_(keys[start : start + CHUNK])
-            )
-        )
-        found.update((a, b, c) for a, b, c in rows)
-    return found
 
 
 def record(
@@ -104,43 +93,66 @@ def record(
         else None
         for item in items
     ]
-    existing = _existing(session, [k for k in keys if k is not None])
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for item, key in zip(items, keys, strict=True):
+        if key is None or key in rows:  # unknown, or the same outcome twice in this request
+            continue
+        found = joined[item.decision_id]
+        window_end = found.decided_at + timedelta(seconds=found.window_s)
+        occurred = item.timestamp or now
+        rows[key] = {
+            "decision_id": item.decision_id,
+            "experiment_id": found.experiment_id,
+            "metric": key[1],
+            "value": item.value,
+            "occurred_at": occurred,
+            "received_at": now,
+            "late": now > window_end or occurred > window_end,
+            "dedup_key": key[2],
+        }
+    stored = _insert_new(session, [rows[key] for key in sorted(rows)])
     results: list[OutcomeResult] = []
-    rows: list[dict[str, Any]] = []
+    first_seen: set[tuple[str, str, str]] = set()
     for item, key in zip(items, keys, strict=True):
         status: Status
         if key is None:
-            results.append(
-                OutcomeResult(
-                    decision_id=item.decision_id, metric=item.metric, status="unknown_decision"
-                )
-            )
-            continue
-        found = joined[item.decision_id]
-        if key in existing:
-            status = "duplicate"
+            status = "unknown_decision"
+        elif key in stored and key not in first_seen:
+            status = "late" if rows[key]["late"] else "accepted"
         else:
-            existing.add(key)
-            window_end = found.decided_at + timedelta(seconds=found.window_s)
-            occurred = item.timestamp or now
-            late = now > window_end or occurred > window_end
-            status = "late" if late else "accepted"
-            rows.append(
-                {
-                    "decision_id": item.decision_id,
-                    "experiment_id": found.experiment_id,
-                    "metric": key[1],
-                    "value": item.value,
-                    "occurred_at": occurred,
-                    "received_at": now,
-                    "late": late,
-                    "dedup_key": key[2],
-                }
+            status = "duplicate"
+        if key is not None:
+            first_seen.add(key)
+        results.append(
+            OutcomeResult(
+                decision_id=item.decision_id,
+                metric=key[1] if key is not None else item.metric,
+                status=status,
             )
-        results.append(OutcomeResult(decision_id=item.decision_id, metric=key[1], status=status))
-    if rows:
-        session.execute(insert(Outcome), rows)
+        )
     return results
+
+
+def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """Insert the outcomes not stored yet; returns the keys actually inserted.
+
+    ON CONFLICT DO NOTHING makes a concurrent request's copy of the same outcome a duplicate
+    here rather than an error, and RETURNING says which rows were new. Rows arrive sorted by
+    key, so two transactions lock the unique index in the same order (no deadlock).
+    """
+    if not rows:
+        return set()
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(Outcome)
+        .on_conflict_do_nothing(index_elements=["decision_id", "metric", "dedup_key"])
+        .returning(Outcome.decision_id, Outcome.metric, Outcome.dedup_key)
+    )
+    inserted: set[tuple[str, str, str]] = set()
+    for start in range(0, len(rows), CHUNK):
+        result = session.execute(stmt, rows[start : start + CHUNK])
+        inserted.update((a, b, c) for a, b, c in result)
+    return inserted
 
 
 def counts(results: Sequence[OutcomeResult]) -> dict[Status, int]:
