@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 engine,
                 max_batch=settings.group_commit_max_batch,
                 max_delay_s=settings.max_commit_delay_s,
+                connections=settings.writer_connections,
             ),
             keys=KeyCache(settings.key_cache_ttl_s),
         )

@@ -1,6 +1,6 @@
 """Service configuration: every setting is an environment variable with prefix CROUPIER_.
 
-The README's configuration table lists them; `tests/test_settings.py` checks the two agree.
+The README's configuration table lists them; `tests/test_docs.py` checks the two agree.
 """
 
 from __future__ import annotations
@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     )
     group_commit_max_batch: int = Field(
         1000, ge=1, description="Most decisions written in one group-commit transaction."
+    )
+    writer_connections: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Group-commit transactions in flight at once on PostgreSQL (SQLite has "
+        "one writer, so always 1 there).",
     )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted; larger gets 413."

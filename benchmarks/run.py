@@ -153,33 +153,56 @@ def stored_decisions(database_url: str) -> int:
         engine.dispose()
 
 
+def median_result(results: list[Result]) -> Result:
+    """The run with the median throughput (its latencies come with it)."""
+    return sorted(results, key=lambda r: r.rps)[len(results) // 2]
+
+
 def bench_backend(
     wrk: str, backend: str, database_url: str, args: argparse.Namespace
-) -> tuple[Result, Result, int]:
+) -> tuple[Result, Result, int, int]:
+    """Both servers up at once, loaded in turn (decide, bare, decide, bare, ...), so slow
+    drifts of the machine touch both alike; the medians are reported."""
     migrate.upgrade(database_url)
     env = {"CROUPIER_DATABASE_URL": database_url, "CROUPIER_ADMIN_KEY": ADMIN_KEY}
     process, url = serve(["app.main:create_app", "--factory"], env)
+    bare_process, bare_url = serve(["benchmarks.bare_app:app"], {})
+    decide_runs: list[Result] = []
+    bare_runs: list[Result] = []
     try:
         create_experiment(url)
-        croupier = load(
-            wrk,
-            url,
-            duration=args.duration,
-            connections=args.connections,
-            name=f"decide ({backend})",
-        )
+        for _ in range(args.repeat):
+            decide_runs.append(
+                load(
+                    wrk,
+                    url,
+                    duration=args.duration,
+                    connections=args.connections,
+                    name=f"decide ({backend})",
+                )
+            )
+            bare_runs.append(
+                load(
+                    wrk,
+                    bare_url,
+                    duration=args.duration,
+                    connections=args.connections,
+                    name="bare FastAPI",
+                )
+            )
     finally:
-        process.terminate()
-        process.wait(30)
-    bare_process, bare_url = serve(["benchmarks.bare_app:app"], {})
-    try:
-        bare = load(
-            wrk, bare_url, duration=args.duration, connections=args.connections, name="bare FastAPI"
-        )
-    finally:
-        bare_process.terminate()
-        bare_process.wait(30)
-    return croupier, bare, stored_decisions(database_url)
+        for p in (process, bare_process):
+            p.terminate()
+            p.wait(30)
+    for d, b in zip(decide_runs, bare_runs, strict=True):
+        print(f"{backend}: decide {d.rps:,.0f} req/s, bare {b.rps:,.0f} req/s", flush=True)
+    answered = sum(r.answered_total for r in decide_runs)
+    return (
+        median_result(decide_runs),
+        median_result(bare_runs),
+        stored_decisions(database_url),
+        answered,
+    )
 
 
 def postgres_database() -> str | None:
@@ -207,6 +230,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each; medians shown")
     args = parser.parse_args()
     wrk = ensure_wrk()
     rows = []
@@ -224,16 +248,15 @@ def main() -> None:
                 finally:
                     drop_postgres(pg_url)
     print(
-        f"\n{args.connections} connections, {args.duration}s per run, "
-        f"{os.cpu_count()} cores, wrk and server on the same machine\n"
+        f"\n{args.connections} connections, median of {args.repeat} runs of {args.duration}s "
+        f"each, {os.cpu_count()} cores, wrk and servers on the same machine\n"
     )
     print(
         "| backend | decide req/s | bare req/s | ratio | decide p50 / p99 ms "
         "| bare p50 / p99 ms | non-200 | 200s stored |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for backend, croupier, bare, stored in rows:
-        answered = croupier.answered_total
+    for backend, croupier, bare, stored, answered in rows:
         print(
             f"| {backend} | {croupier.rps:,.0f} | {bare.rps:,.0f} | "
             f"{croupier.rps / bare.rps:.2f} | {croupier.p50_ms:.1f} / {croupier.p99_ms:.1f} | "

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -126,20 +127,41 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
+def _discard(connection: PoolProxiedConnection) -> None:
+    with contextlib.suppress(Exception):
+        connection.rollback()
+    with contextlib.suppress(Exception):
+        connection.invalidate()
+
+
 class DecisionWriter:
-    def __init__(self, engine: Engine, *, max_batch: int, max_delay_s: float | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_batch: int,
+        max_delay_s: float | None,
+        connections: int = 1,
+    ) -> None:
         """`max_delay_s`: the longest a decision may wait between being made and being
         committed (None: no limit). The learner counts a decision once its reward window and
         safety lag have passed; a row committed later than that would never be counted, so
-        such a batch is refused (503) instead: nothing acknowledged escapes the learner."""
+        such a batch is refused (503) instead: nothing acknowledged escapes the learner.
+
+        `connections`: batches in flight at once, each in its own transaction on its own
+        connection. On PostgreSQL a commit is a network round trip and an fsync, so a second
+        batch in flight keeps the process busy meanwhile; SQLite has one writer, so 1 there.
+        """
         self._engine = engine
         self._sql = _Statements(engine)
         self._max_batch = max_batch
         self._max_delay = timedelta(seconds=max_delay_s) if max_delay_s is not None else None
+        self._lanes = 1 if self._sql.sqlite else max(1, connections)
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        # Used by one worker thread at a time (batches are written one after another).
-        self._connection: PoolProxiedConnection | None = None
+        # Idle connections; each batch takes one for its transaction and gives it back.
+        self._idle: list[PoolProxiedConnection] = []
+        self._idle_lock = threading.Lock()
         self.batches_written = 0
 
     def start(self) -> None:
@@ -152,7 +174,7 @@ class DecisionWriter:
         self._queue.put_nowait(None)  # after everything queued before it
         await self._task
         self._task = None
-        await asyncio.to_thread(self._discard_connection)
+        await asyncio.to_thread(self._close_idle)
 
     async def submit(self, rows: list[dict[str, Any]], *, client_ids: bool) -> list[dict[str, Any]]:
         """Write rows; returns the stored rows (for client-supplied ids: what was stored first)."""
@@ -163,11 +185,14 @@ class DecisionWriter:
         return await future
 
     async def _run(self) -> None:
+        lanes = asyncio.Semaphore(self._lanes)
+        in_flight: set[asyncio.Task[None]] = set()
         stopping = False
         while not stopping:
+            await lanes.acquire()  # a free lane first: meanwhile the next batch grows
             first = await self._queue.get()
             if first is None:
-                return
+                break
             batch = [first]
             size = len(first.rows)
             while size < self._max_batch and not self._queue.empty():
@@ -177,22 +202,34 @@ class DecisionWriter:
                     break
                 batch.append(request)
                 size += len(request.rows)
-            try:
-                results = await asyncio.to_thread(self._write_isolating, batch)
-            except Exception as exc:
-                log.exception("writing %d decisions failed", size)
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
+            task = asyncio.create_task(self._flush(batch))
+            in_flight.add(task)
+
+            def done(finished: asyncio.Task[None]) -> None:
+                in_flight.discard(finished)
+                lanes.release()
+
+            task.add_done_callback(done)
+        if in_flight:
+            await asyncio.wait(in_flight)
+
+    async def _flush(self, batch: list[_Request]) -> None:
+        try:
+            results = await asyncio.to_thread(self._write_isolating, batch)
+        except Exception as exc:
+            log.exception("writing %d decisions failed", sum(len(r.rows) for r in batch))
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        self.batches_written += 1
+        for request, result in zip(batch, results, strict=True):
+            if request.future.done():  # the client went away; its rows are stored anyway
                 continue
-            self.batches_written += 1
-            for request, result in zip(batch, results, strict=True):
-                if request.future.done():  # the client went away; its rows are stored anyway
-                    continue
-                if isinstance(result, Exception):
-                    request.future.set_exception(result)
-                else:
-                    request.future.set_result(result)
+            if isinstance(result, Exception):
+                request.future.set_exception(result)
+            else:
+                request.future.set_result(result)
 
     def _write_isolating(self, batch: Sequence[_Request]) -> list[list[dict[str, Any]] | Exception]:
         """Write the batch; if it fails, write each request on its own, so one request the
@@ -226,9 +263,10 @@ class DecisionWriter:
         raise AssertionError("unreachable")
 
     def _write(self, batch: Sequence[_Request]) -> list[list[dict[str, Any]] | Exception]:
-        if self._connection is None:
-            self._connection = self._engine.raw_connection()
-        connection = self._connection
+        with self._idle_lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = self._engine.raw_connection()
         try:
             cursor = connection.cursor()
             if self._sql.sqlite:
@@ -248,10 +286,12 @@ class DecisionWriter:
             self._check_delay(batch)
             connection.commit()
             cursor.close()
-            return results
         except Exception:
-            self._discard_connection()  # a broken connection is never reused
+            _discard(connection)  # a connection that failed mid-transaction is never reused
             raise
+        with self._idle_lock:
+            self._idle.append(connection)
+        return results
 
     def _check_delay(self, batch: Sequence[_Request]) -> None:
         if self._max_delay is None:
@@ -263,13 +303,12 @@ class DecisionWriter:
                 f"{self._max_delay.total_seconds():g} s"
             )
 
-    def _discard_connection(self) -> None:
-        if self._connection is not None:
+    def _close_idle(self) -> None:
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
             with contextlib.suppress(Exception):
-                self._connection.rollback()
-            with contextlib.suppress(Exception):
-                self._connection.invalidate()
-            self._connection = None
+                connection.close()
 
     def _write_idempotent(
         self, cursor: Any, rows: list[dict[str, Any]]
