@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import integrate, special, stats
 
-from app.bandits.thompson import p_best_beta, p_best_normal
+from app.stats.p_best import p_best_beta, p_best_normal
 
 TOLERANCE = 1e-4
 
