@@ -1,0 +1,479 @@
+"""Always-valid inference for a difference in means: the mSPRT and asymptotic confidence sequences.
+
+Analysts read Croupier's reports while data arrives and act on what they see. A fixed-horizon
+p-value read at every look rejects a true null far more often than alpha (about 30% of A/A tests
+at alpha = 0.05 over 50 looks); the two methods here keep P(ever reject a true null) <= alpha
+and P(the interval ever misses the truth) <= alpha, over all looks at once, so any look may be
+the last. Both take the cumulative `SampleStats` of each arm, as the service aggregates them in SQL.
+
+Notation (treatment minus control). At a look with n_c, n_t observations:
+
+    d = mean_t - mean_c                       the estimate
+    v = s_t^2 / n_t + s_c^2 / n_c             its variance (Welch); s^2 = p(1 - p) if binary
+    t = n_c + n_t                             time, counted in observations of either arm
+    sigma2 = v * t                            variance per observation (the planning scale)
+
+**mSPRT** (Johari, Pekelis & Walsh, "Always valid inference: continuous monitoring of A/B
+tests", Operations Research 2022, arXiv:1512.04922; the normal-mixture SPRT of Robbins 1970).
+The likelihood ratio of N(theta, v) against N(theta_0, v) for the observed d, mixed over
+theta ~ N(theta_0, tau^2), is
+
+    Lambda = sqrt(v / (v + tau^2)) * exp( tau^2 (d - theta_0)^2 / (2 v (v + tau^2)) )      (1)
+
+which is their two-sample closed form sqrt(V/(V + n tau^2)) exp(n^2 tau^2 (d - theta_0)^2 /
+(2V(V + n tau^2))) with V/n (n pairs, V = sigma_A^2 + sigma_B^2) replaced by the variance v of
+the difference of means, so unequal arms are allowed. The variances are plug-in estimates:
+p(1 - p) per arm for Bernoulli data, as in the paper, and the unbiased sample variance for
+continuous data (exact validity needs known variances; with estimates it is asymptotic). Then
+
+    p_n = min(p_{n-1}, 1 / Lambda_n)                                                       (2)
+    CI_n = CI_{n-1} intersected with { theta_0 : Lambda_n(theta_0) < 1/alpha }
+         = d +- sqrt( 2 v (v + tau^2) / tau^2 * log( sqrt((v + tau^2) / v) / alpha ) )     (3)
+
+(3) is (1) solved for theta_0. tau^2 comes from the planned total sample size N*: the mixture
+that makes (3) narrowest at t = N* is tau^2 = sigma2 * kappa / N* with kappa = -W_{-1}(-alpha^2/e)
+- 1; we use the closed-form kappa ~ 2 log(1/alpha) + log(1 + 2 log(1/alpha)) of Howard, Ramdas,
+McAuliffe & Sekhon (2021, Ann. Statist. 49(2), two-sided normal mixture), which is what
+confseq's `TwoSidedNormalMixture::best_rho` computes (its unit tests are this module's reference
+values). Because sigma2 is the current plug-in estimate, tau^2 is a fixed mixture over the
+*standardised* effect (theta - theta_0) / sigma, which makes the test scale-invariant.
+
+**Asymptotic confidence sequence** (Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas,
+"Time-uniform central limit theory and asymptotic confidence sequences", Ann. Statist. 2024,
+arXiv:2103.06476; equation numbers below are those of arXiv v7, as gbstats cites them):
+
+    d +- sigma_hat * sqrt( 2 (t rho^2 + 1) / (t^2 rho^2) * log( sqrt(t rho^2 + 1) / alpha ) )
+                                                                                  (v7 eq. 9)
+
+with sigma_hat^2 = sigma2 = t * v for the difference of two means (the same reduction gbstats
+uses). rho^2 = kappa / N* with the exact width minimiser kappa = -W_{-1}(-alpha^2/e) - 1
+(derivation at `asymptotic_cs_rho_squared`; v7 eq. 161 is the closed-form approximation used
+above for the mSPRT). Its e-value (v7 eq. 155) gives the p-value; the CS excludes theta_0
+exactly when that p-value is <= alpha.
+
+The two boundaries are the same Gaussian-mixture boundary: (3) with tau^2 = rho^2 * sigma2 is
+the CS above, term for term. They differ in tuning (closed-form vs exact kappa) and in what is
+guaranteed: the mSPRT is exact for normal data with known variance (plug-in otherwise); the
+CS's guarantee is asymptotic (i.i.d. data with finite variance, as t grows) and needs no
+normality. docs/statistics/sequential.md explains the choice and the output.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy import special
+
+from app.stats.sufficient import SampleStats, StatsInputError
+
+FloatArray = npt.NDArray[np.float64]
+Method = Literal["msprt", "asymptotic_cs"]
+
+BINARY_TOLERANCE = 1e-9
+"""Relative slack when checking that a binary metric has sum(y^2) == sum(y)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SequentialResult:
+    """One look of an always-valid test of treatment - control against theta_0.
+
+    `p_value <= alpha` (equivalently `reject`) is a valid decision at this look whatever the
+    looks before it, and so is reading `[ci_low, ci_high]` as a 1 - alpha interval: the
+    guarantee holds simultaneously over every look. With a running state (`previous`, or a
+    `SequentialMonitor`), p_value is the minimum so far and the interval the intersection so far.
+    """
+
+    method: Method
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    reject: bool
+    alpha: float
+    theta_0: float
+    planned_n: float
+    std_error: float
+    n_control: int
+    n_treatment: int
+
+
+# ----------------------------------------------------------------------------------------
+# Vectorised primitives (numpy arrays in, arrays out): the simulation studies and a report
+# over many arms/metrics call these directly.
+# ----------------------------------------------------------------------------------------
+
+
+def msprt_mixing_variance(
+    unit_variance: npt.ArrayLike, planned_n: float, alpha: float
+) -> FloatArray:
+    """tau^2 for the mSPRT so that its interval (3) is (nearly) narrowest at t = planned_n.
+
+    tau^2 = sigma2 * (2 log(1/alpha) + log(1 + 2 log(1/alpha))) / N*. In confseq's units
+    (intrinsic time V = t * sigma2, mixture precision rho over lambda = theta / sigma2) this is
+    rho = V* / (2 log(1/alpha) + log(1 + 2 log(1/alpha))), Howard et al. (2021)'s choice for
+    the two-sided normal mixture (confseq `TwoSidedNormalMixture::best_rho`).
+
+    Args:
+        unit_variance: sigma2, the variance per observation (t * variance of the estimate).
+        planned_n: N*, the planned total sample size over both arms.
+        alpha: the significance level the test is run at.
+    """
+    _check_alpha(alpha)
+    _check_planned_n(planned_n)
+    sigma2 = _positive_array(unit_variance, "unit_variance")
+    log_inv_alpha = -math.log(alpha)
+    kappa = 2.0 * log_inv_alpha + math.log1p(2.0 * log_inv_alpha)
+    return sigma2 * kappa / planned_n
+
+
+def mixture_log_likelihood_ratio(
+    deviation: npt.ArrayLike, variance: npt.ArrayLike, mixing_variance: npt.ArrayLike
+) -> FloatArray:
+    """log Lambda of (1): the normal-mixture likelihood ratio of the mSPRT.
+
+    Args:
+        deviation: d - theta_0.
+        variance: v, the variance of the estimate d.
+        mixing_variance: tau^2, the variance of the normal mixture over theta.
+    """
+    dev = _finite_array(deviation, "deviation")
+    v = _positive_array(variance, "variance")
+    tau2 = _positive_array(mixing_variance, "mixing_variance")
+    # Johari et al. (2022), normal-data mSPRT, with V/n -> v (module docstring, eq. 1).
+    return 0.5 * np.log(v / (v + tau2)) + tau2 * dev * dev / (2.0 * v * (v + tau2))
+
+
+def mixture_radius(
+    variance: npt.ArrayLike, mixing_variance: npt.ArrayLike, alpha: float
+) -> FloatArray:
+    """Half-width of the mSPRT's always-valid interval (3): {theta_0 : Lambda < 1/alpha}."""
+    _check_alpha(alpha)
+    v = _positive_array(variance, "variance")
+    tau2 = _positive_array(mixing_variance, "mixing_variance")
+    # Solve (1) = log(1/alpha) for (d - theta_0)^2 (module docstring, eq. 3).
+    log_term = 0.5 * np.log1p(tau2 / v) - math.log(alpha)
+    return np.sqrt(2.0 * v * (v + tau2) / tau2 * log_term)
+
+
+def asymptotic_cs_rho_squared(planned_n: float, alpha: float) -> float:
+    """rho^2 that makes the AsympCS narrowest at t = planned_n (Waudby-Smith et al. 2024).
+
+    With x = t rho^2 + 1 the squared margin at t is x log(x / alpha^2) / (t (x - 1)); setting
+    its derivative in x to zero gives x - log x = 1 - 2 log(alpha), i.e. x e^{-x} = alpha^2 / e,
+    whose root above 1 is x = -W_{-1}(-alpha^2 / e). Hence rho^2 = (x - 1) / N*.
+    (v7 eq. 161's rho^2 = (-2 log alpha + log(1 - 2 log alpha)) / N* is one fixed-point step of
+    the same equation; drconfseq's `best_rho2_exact` uses -alpha^2 exp(alpha^2 - 1) inside W,
+    which moves rho^2 by 0.03% at alpha = 0.05 and the width at N* by less than 1e-7.)
+    """
+    _check_alpha(alpha)
+    _check_planned_n(planned_n)
+    x = -float(special.lambertw(-alpha * alpha / math.e, k=-1).real)
+    return (x - 1.0) / planned_n
+
+
+def asymptotic_cs_margin(n: npt.ArrayLike, rho_squared: float, alpha: float) -> FloatArray:
+    """The AsympCS half-width for unit variance (v7 eq. 9 divided by sigma_hat).
+
+    sqrt( 2 (t rho^2 + 1) / (t^2 rho^2) * log( sqrt(t rho^2 + 1) / alpha ) ); drconfseq calls
+    it `std_conjmix_margin`. Multiply by sigma_hat (per-observation standard deviation).
+    """
+    _check_alpha(alpha)
+    t = _positive_array(n, "n")
+    if not (math.isfinite(rho_squared) and rho_squared > 0):
+        raise StatsInputError(f"rho_squared must be a positive number, got {rho_squared}")
+    t_rho2 = t * rho_squared
+    log_term = 0.5 * np.log1p(t_rho2) - math.log(alpha)
+    return np.sqrt(2.0 * (t_rho2 + 1.0) / (t * t_rho2) * log_term)
+
+
+def asymptotic_cs_log_evalue(
+    z_score: npt.ArrayLike, n: npt.ArrayLike, rho_squared: float
+) -> FloatArray:
+    """log E, the AsympCS e-value (v7 eq. 155): t rho^2 z^2 / (2 (t rho^2 + 1)) - log(t rho^2+1)/2.
+
+    z_score = (d - theta_0) / sqrt(v); S_t^2 / sigma^2 in the paper equals t * z^2. The
+    p-value is min(1, 1/E); E >= 1/alpha exactly when the CS excludes theta_0.
+    """
+    z = _finite_array(z_score, "z_score")
+    t = _positive_array(n, "n")
+    if not (math.isfinite(rho_squared) and rho_squared > 0):
+        raise StatsInputError(f"rho_squared must be a positive number, got {rho_squared}")
+    t_rho2 = t * rho_squared
+    return -0.5 * np.log1p(t_rho2) + t_rho2 * z * z / (2.0 * (t_rho2 + 1.0))
+
+
+# ----------------------------------------------------------------------------------------
+# One-call API on SampleStats
+# ----------------------------------------------------------------------------------------
+
+
+def msprt(
+    control: SampleStats,
+    treatment: SampleStats,
+    *,
+    planned_n: float,
+    alpha: float = 0.05,
+    theta_0: float = 0.0,
+    binary: bool = False,
+    previous: SequentialResult | None = None,
+) -> SequentialResult:
+    """The mixture SPRT of treatment - control against theta_0 at the current look.
+
+    Args:
+        control, treatment: cumulative sufficient statistics of each arm at this look.
+        planned_n: N*, the total sample size (both arms) the test should be most sensitive at.
+        alpha: significance level; the running false-positive rate stays <= alpha.
+        theta_0: the null difference.
+        binary: the metric is 0/1: use the plug-in variance p(1 - p) of each arm.
+        previous: this test's result at the previous look, to continue the running minimum
+            p-value (2) and the intersection of intervals (3). None starts afresh.
+    """
+    _check_design(alpha, planned_n, theta_0)
+    estimate, variance, t = _difference(control, treatment, binary)
+    tau2 = float(msprt_mixing_variance(variance * t, planned_n, alpha))
+    log_lambda = float(mixture_log_likelihood_ratio(estimate - theta_0, variance, tau2))
+    radius = float(mixture_radius(variance, tau2, alpha))
+    return _result(
+        "msprt",
+        control,
+        treatment,
+        estimate,
+        variance,
+        radius,
+        log_lambda,
+        alpha=alpha,
+        theta_0=theta_0,
+        planned_n=planned_n,
+        previous=previous,
+    )
+
+
+def asymptotic_cs(
+    control: SampleStats,
+    treatment: SampleStats,
+    *,
+    planned_n: float,
+    alpha: float = 0.05,
+    theta_0: float = 0.0,
+    binary: bool = False,
+    previous: SequentialResult | None = None,
+) -> SequentialResult:
+    """The asymptotic confidence sequence for treatment - control at the current look.
+
+    The interval is v7 eq. 9 with sigma_hat^2 = t * v and t = n_c + n_t; the p-value is the
+    inverse e-value (v7 eq. 155) at theta_0, so `reject` is exactly "the CS excludes theta_0".
+    Arguments as for `msprt`; `previous` turns on the running intersection / minimum.
+    """
+    _check_design(alpha, planned_n, theta_0)
+    estimate, variance, t = _difference(control, treatment, binary)
+    rho2 = asymptotic_cs_rho_squared(planned_n, alpha)
+    sigma_hat = math.sqrt(variance * t)
+    radius = sigma_hat * float(asymptotic_cs_margin(t, rho2, alpha))
+    z = (estimate - theta_0) / math.sqrt(variance)
+    log_evalue = float(asymptotic_cs_log_evalue(z, t, rho2))
+    return _result(
+        "asymptotic_cs",
+        control,
+        treatment,
+        estimate,
+        variance,
+        radius,
+        log_evalue,
+        alpha=alpha,
+        theta_0=theta_0,
+        planned_n=planned_n,
+        previous=previous,
+    )
+
+
+class SequentialMonitor:
+    """Look-by-look use: feed each look's cumulative SampleStats, get the running result.
+
+    `running=True` (the default) keeps the minimum p-value and the intersection of intervals
+    over looks; `running=False` reports each look on its own (still valid at every look, but
+    the interval may widen again and the p-value rise).
+    """
+
+    def __init__(
+        self,
+        *,
+        method: Method = "msprt",
+        planned_n: float,
+        alpha: float = 0.05,
+        theta_0: float = 0.0,
+        binary: bool = False,
+        running: bool = True,
+    ) -> None:
+        if method not in ("msprt", "asymptotic_cs"):
+            raise StatsInputError(f"method must be 'msprt' or 'asymptotic_cs', got {method!r}")
+        _check_design(alpha, planned_n, theta_0)
+        self.method: Method = method
+        self.planned_n = planned_n
+        self.alpha = alpha
+        self.theta_0 = theta_0
+        self.binary = binary
+        self.running = running
+        self._result: SequentialResult | None = None
+
+    @property
+    def result(self) -> SequentialResult | None:
+        """The result of the latest look (None before the first)."""
+        return self._result
+
+    def update(self, control: SampleStats, treatment: SampleStats) -> SequentialResult:
+        test = msprt if self.method == "msprt" else asymptotic_cs
+        previous = self._result
+        if previous is not None and not self.running:
+            _check_cumulative(previous, control, treatment)
+            previous = None
+        self._result = test(
+            control,
+            treatment,
+            planned_n=self.planned_n,
+            alpha=self.alpha,
+            theta_0=self.theta_0,
+            binary=self.binary,
+            previous=previous,
+        )
+        return self._result
+
+
+# ----------------------------------------------------------------------------------------
+# Internals
+# ----------------------------------------------------------------------------------------
+
+
+def _difference(
+    control: SampleStats, treatment: SampleStats, binary: bool
+) -> tuple[float, float, int]:
+    """(d, v, t): the difference of means, its variance, and the total count."""
+    var_c = _arm_variance(control, "control", binary)
+    var_t = _arm_variance(treatment, "treatment", binary)
+    if var_c == 0.0 and var_t == 0.0:
+        raise StatsInputError(
+            "both arms have zero variance (every value in each arm is the same), so the "
+            "difference has no sampling variability to test against; wait for more data"
+        )
+    variance = var_c / control.n + var_t / treatment.n
+    return treatment.mean - control.mean, variance, control.n + treatment.n
+
+
+def _arm_variance(stats: SampleStats, arm: str, binary: bool) -> float:
+    if stats.n < 2:
+        raise StatsInputError(
+            f"the {arm} arm has n={stats.n}; a sequential test needs at least 2 observations "
+            "per arm to estimate a variance"
+        )
+    if not binary:
+        return stats.variance
+    slack = BINARY_TOLERANCE * max(1.0, stats.total)
+    if abs(stats.sum_squares - stats.total) > slack or not 0 <= stats.total <= stats.n:
+        raise StatsInputError(
+            f"binary=True but the {arm} arm is not 0/1 data (n={stats.n}, "
+            f"sum={stats.total}, sum of squares={stats.sum_squares}); build it with "
+            "SampleStats.from_binary or pass binary=False"
+        )
+    p = stats.total / stats.n
+    return p * (1.0 - p)  # Johari et al.: Bernoulli plug-in variance
+
+
+def _result(
+    method: Method,
+    control: SampleStats,
+    treatment: SampleStats,
+    estimate: float,
+    variance: float,
+    radius: float,
+    log_lambda: float,
+    *,
+    alpha: float,
+    theta_0: float,
+    planned_n: float,
+    previous: SequentialResult | None,
+) -> SequentialResult:
+    # 1/Lambda capped at 1; exp(-inf) = 0 for overwhelming evidence, never NaN.
+    p_value = math.exp(-max(log_lambda, 0.0))
+    ci_low, ci_high = estimate - radius, estimate + radius
+    if previous is not None:
+        _check_previous(previous, method, alpha, theta_0, planned_n)
+        _check_cumulative(previous, control, treatment)
+        p_value = min(p_value, previous.p_value)  # eq. 2
+        low, high = max(ci_low, previous.ci_low), min(ci_high, previous.ci_high)
+        # An empty intersection means the sequence has already missed (probability <= alpha
+        # under the model); report this look's interval rather than an empty set.
+        if low <= high:
+            ci_low, ci_high = low, high
+    return SequentialResult(
+        method=method,
+        estimate=estimate,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_value=p_value,
+        reject=p_value <= alpha,
+        alpha=alpha,
+        theta_0=theta_0,
+        planned_n=planned_n,
+        std_error=math.sqrt(variance),
+        n_control=control.n,
+        n_treatment=treatment.n,
+    )
+
+
+def _check_previous(
+    previous: SequentialResult, method: Method, alpha: float, theta_0: float, planned_n: float
+) -> None:
+    design = (previous.method, previous.alpha, previous.theta_0, previous.planned_n)
+    if design != (method, alpha, theta_0, planned_n):
+        raise StatsInputError(
+            "previous result comes from another design (method, alpha, theta_0, planned_n) = "
+            f"{design}; this look is {(method, alpha, theta_0, planned_n)}. A running p-value "
+            "or interval only holds when every look uses the same design"
+        )
+
+
+def _check_cumulative(
+    previous: SequentialResult, control: SampleStats, treatment: SampleStats
+) -> None:
+    if control.n < previous.n_control or treatment.n < previous.n_treatment:
+        raise StatsInputError(
+            "looks must be cumulative: the arms went from "
+            f"(control={previous.n_control}, treatment={previous.n_treatment}) to "
+            f"(control={control.n}, treatment={treatment.n}) observations"
+        )
+
+
+def _check_design(alpha: float, planned_n: float, theta_0: float) -> None:
+    _check_alpha(alpha)
+    _check_planned_n(planned_n)
+    if not math.isfinite(theta_0):
+        raise StatsInputError(f"theta_0 must be a finite number, got {theta_0}")
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 < alpha < 1.0:  # also rejects NaN
+        raise StatsInputError(f"alpha must be in (0, 1), got {alpha}")
+
+
+def _check_planned_n(planned_n: float) -> None:
+    if not (math.isfinite(planned_n) and planned_n > 0):
+        raise StatsInputError(
+            f"planned_n must be a positive, finite total sample size (both arms), got {planned_n}"
+        )
+
+
+def _finite_array(values: npt.ArrayLike, name: str) -> FloatArray:
+    array = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(array)):
+        raise StatsInputError(f"{name} must be finite")
+    return array
+
+
+def _positive_array(values: npt.ArrayLike, name: str) -> FloatArray:
+    array = _finite_array(values, name)
+    if not np.all(array > 0):
+        raise StatsInputError(f"{name} must be positive, got a minimum of {array.min()}")
+    return array
