@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -179,8 +180,9 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(OperationalError)
-    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable on %s: %s", request.url.path, exc.orig)
+    @app.exception_handler(PoolTimeoutError)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable on %s: %s", request.url.path, exc)
         return problem_response(
             503,
             "the database is unavailable or busy; nothing was written, retry",

@@ -16,6 +16,8 @@ from pydantic_core import PydanticCustomError
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 INT64 = 2**63
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of a stored JSON value (JSON encoders refuse a few hundred levels)."""
 MAX_MAGNITUDE = 1e15
 """Bound on rewards and metric values: sums of squares of millions of them stay finite."""
 
@@ -38,8 +40,10 @@ def _safe_text(value: str) -> str:
     return value
 
 
-def json_value_problem(value: Any, path: str = "") -> str | None:
+def json_value_problem(value: Any, path: str = "", depth: int = 0) -> str | None:
     """Why a parsed JSON value cannot be stored and served back, or None when it can."""
+    if depth > MAX_JSON_DEPTH:
+        return f"{path or 'value'}: JSON nests deeper than {MAX_JSON_DEPTH} levels"
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
@@ -51,14 +55,14 @@ def json_value_problem(value: Any, path: str = "") -> str | None:
         return f"{path or 'value'}: {problem}" if problem else None
     if isinstance(value, list):
         for i, item in enumerate(value):
-            if problem := json_value_problem(item, f"{path}[{i}]"):
+            if problem := json_value_problem(item, f"{path}[{i}]", depth + 1):
                 return problem
         return None
     if isinstance(value, dict):
         for key, item in value.items():
             if problem := unsafe_text_problem(key):
                 return f"{path}.{key!r}: {problem}"
-            if problem := json_value_problem(item, f"{path}.{key}" if path else key):
+            if problem := json_value_problem(item, f"{path}.{key}" if path else key, depth + 1):
                 return problem
         return None
     return f"{path or 'value'}: not a JSON value"

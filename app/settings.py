@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     writer_connections: int = Field(
         2,
         ge=1,
-        le=16,
+        le=8,
         description="Group-commit transactions in flight at once on PostgreSQL (SQLite has "
         "one writer, so always 1 there).",
     )

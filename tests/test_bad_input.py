@@ -337,6 +337,18 @@ def test_batch_with_a_bad_item_writes_nothing(
 
 
 OUTCOME_CASES: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "timestamp off the calendar",
+        {"decision_id": "d", "value": 1, "timestamp": "9999-12-31T23:00:00-05:00"},
+        "body.timestamp",
+        "timestamp_range",
+    ),
+    (
+        "timestamp in year 1",
+        {"decision_id": "d", "value": 1, "timestamp": "0001-01-01T00:00:00+05:00"},
+        "body.timestamp",
+        "timestamp_range",
+    ),
     ("missing value", {"decision_id": "d"}, "body.value", "missing"),
     ("string value", {"decision_id": "d", "value": "1"}, "body.value", "float_type"),
     ("bool value", {"decision_id": "d", "value": True}, "body.value", "float_type"),
@@ -438,3 +450,40 @@ def test_batch_decide_checks_the_key_before_the_body(client: TestClient) -> None
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 401
+
+
+def test_deeply_nested_payload_is_rejected(client: TestClient, engine: Engine) -> None:
+    payload: Any = 1
+    for _ in range(40):
+        payload = {"x": payload}
+    body = experiment_body(variants=[{"key": "a", "payload": payload}, {"key": "b"}])
+    response = post_json(client, "/v1/experiments", body)
+    assert_problem(response, 422, "body.variants[0].payload", "json_value")
+    assert "deeper than 32" in response.json()["detail"]
+    assert_nothing_written(engine)
+
+
+def test_an_outcome_timestamped_before_its_decision_is_rejected(
+    client: TestClient, create_experiment: Create, engine: Engine
+) -> None:
+    create_experiment()
+    answer = client.post(
+        "/v1/experiments/exp/decisions", json={"unit_id": "u"}, headers=ADMIN
+    ).json()
+    response = client.post(
+        "/v1/outcomes/batch",
+        headers=ADMIN,
+        json={
+            "items": [
+                {"decision_id": answer["decision_id"], "value": 1},
+                {
+                    "decision_id": answer["decision_id"],
+                    "value": 1,
+                    "outcome_id": "o2",
+                    "timestamp": "2001-01-01T00:00:00Z",
+                },
+            ]
+        },
+    )
+    assert_problem(response, 422, "body.items[1].timestamp", "before_decision")
+    assert count_rows(engine, "outcomes") == 0

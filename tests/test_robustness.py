@@ -155,14 +155,14 @@ def test_one_failing_experiment_does_not_stop_the_others_learning(
     for i in range(5):
         decide(client, f"u{i}", key="broken")
         decide(client, f"u{i}", key="fine")
-    real = learning_service.learn
+    real = learning_service.compute
 
-    def failing(**kwargs: Any) -> learning_service.PassResult:
+    def failing(**kwargs: Any) -> Any:
         if kwargs["experiment"].key == "broken":
             raise RuntimeError("boom")
         return real(**kwargs)
 
-    monkeypatch.setattr(learning_service, "learn", failing)
+    monkeypatch.setattr(learning_service, "compute", failing)
     results = {r.experiment: r for r in learn(settings, ahead_s=2)}
     assert results["broken"].error == "boom"
     assert results["fine"].version == 2
@@ -182,3 +182,83 @@ def test_the_same_instant_with_another_offset_is_a_duplicate_outcome(
     behind = instant.astimezone(timezone(timedelta(hours=-3, minutes=-30))).isoformat()
     for stamp in (ahead, behind):
         assert send(client, decision_id=d, value=1, timestamp=stamp)["status"] == "duplicate"
+
+
+def test_a_stale_request_fails_alone_not_the_fresh_ones_beside_it(
+    database_url: str, create_experiment: Create, engine: Engine
+) -> None:
+    create_experiment()
+    now = datetime.now(UTC)
+    good = variant_id(engine)
+    requests = [[row("stale", variant_id=good, decided_at=now - timedelta(seconds=5))]]
+    requests += [[row(f"fresh-{i}", variant_id=good, decided_at=now)] for i in range(4)]
+    results = write(database_url, requests, max_delay_s=2.5)
+    assert isinstance(results[0], CommitTooLate)
+    assert not any(isinstance(r, Exception) for r in results[1:])
+    assert count_rows(engine, "decisions") == 4
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_decisions_survive_the_server_closing_the_writers_connections(
+    client: TestClient, create_experiment: Create, database_url: str
+) -> None:
+    create_experiment()
+    decide(client, "before")
+    admin = make_engine(database_url)
+    try:
+        with admin.connect() as conn:
+            killed = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend'"
+                )
+            ).scalar_one()
+    finally:
+        admin.dispose()
+    assert killed >= 1
+    for i in range(3):  # every answer a 200: dead connections are retried on fresh ones
+        decide(client, f"after-{i}")
+
+
+def test_a_version_published_meanwhile_wins_over_a_stale_proposal(
+    client: TestClient, create_experiment: Create, settings: Settings
+) -> None:
+    from app.db import make_session_factory, transaction
+    from app.experiments import service as experiments_service
+
+    create_experiment(
+        policy={"type": "thompson", "update_interval_s": 1},
+        variants=[{"key": "a"}, {"key": "b"}],
+        reward_window_s=1,
+    )
+    for i in range(5):
+        decide(client, f"u{i}")
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    try:
+        with sessions() as session:
+            experiment = experiments_service.get(session=session, key="exp")
+            proposal = learning_service.compute(
+                session=session,
+                experiment=experiment,
+                now=datetime.now(UTC) + timedelta(seconds=2),
+                safety_lag_s=0.0,
+            )
+        assert isinstance(proposal, learning_service.Proposal)
+        # Meanwhile an admin raises the floor: version 2 appears.
+        client.patch(
+            "/v1/experiments/exp",
+            headers=ADMIN,
+            json={"policy": {"type": "thompson", "min_probability": 0.3}},
+        )
+        with transaction(sessions) as session:
+            experiment = experiments_service.get(session=session, key="exp", for_update=True)
+            result = learning_service.publish_proposal(
+                session=session, experiment=experiment, proposal=proposal, learner="test"
+            )
+    finally:
+        engine.dispose()
+    assert result.version is None
+    assert [v["number"] for v in versions(client)] == [1, 2]

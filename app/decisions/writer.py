@@ -115,6 +115,10 @@ class _Statements:
         )
 
 
+class ConnectionLost(Exception):
+    """The server closed the writer's connection; a fresh connection may well succeed."""
+
+
 class CommitTooLate(Exception):
     """The batch would commit later than the learner allows after its decisions were made."""
 
@@ -162,6 +166,7 @@ class DecisionWriter:
         # Idle connections; each batch takes one for its transaction and gives it back.
         self._idle: list[PoolProxiedConnection] = []
         self._idle_lock = threading.Lock()
+        self._closing = False
         self.batches_written = 0
 
     def start(self) -> None:
@@ -171,6 +176,7 @@ class DecisionWriter:
         """Write everything already submitted, then stop."""
         if self._task is None:
             return
+        self._closing = True  # no new requests: nothing may queue behind the end marker
         self._queue.put_nowait(None)  # after everything queued before it
         await self._task
         self._task = None
@@ -178,7 +184,7 @@ class DecisionWriter:
 
     async def submit(self, rows: list[dict[str, Any]], *, client_ids: bool) -> list[dict[str, Any]]:
         """Write rows; returns the stored rows (for client-supplied ids: what was stored first)."""
-        if self._task is None or self._task.done():
+        if self._task is None or self._task.done() or self._closing:
             raise RuntimeError("the decision writer is not running")
         future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Request(rows, client_ids, future))
@@ -232,41 +238,94 @@ class DecisionWriter:
                 request.future.set_result(result)
 
     def _write_isolating(self, batch: Sequence[_Request]) -> list[list[dict[str, Any]] | Exception]:
-        """Write the batch; if it fails, write each request on its own, so one request the
-        database refuses fails alone and not every request that shared its transaction."""
-        try:
-            return self._write_retrying(batch)
-        except Exception as exc:
-            if len(batch) == 1 or isinstance(exc, CommitTooLate):
-                raise
-            log.warning(
-                "a batch of %d requests failed (%s); writing them one by one", len(batch), exc
-            )
-        results: list[list[dict[str, Any]] | Exception] = []
+        """Write the batch. Requests already past their deadline fail at once (never holding
+        up the others). If the database refuses the batch for something one request carried
+        (a constraint, a value), each request is written on its own so that only the
+        offender fails; errors of the database itself fail the batch as they are."""
+        results: dict[int, list[dict[str, Any]] | Exception] = {}
+        live: list[_Request] = []
         for request in batch:
+            if self._past_deadline([request]):
+                results[id(request)] = self._too_late([request])
+            else:
+                live.append(request)
+        if live:
             try:
-                results.extend(self._write_retrying([request]))
+                for request, result in zip(live, self._write_retrying(live), strict=True):
+                    results[id(request)] = result
             except Exception as exc:
-                results.append(exc)
-        return results
+                if len(live) == 1 or not self._caused_by_data(exc):
+                    for request in live:
+                        results[id(request)] = exc
+                else:
+                    log.warning(
+                        "a batch of %d requests failed (%s); writing them one by one",
+                        len(live),
+                        exc,
+                    )
+                    for request in live:
+                        try:
+                            results[id(request)] = self._write_retrying([request])[0]
+                        except Exception as alone:
+                            results[id(request)] = alone
+        return [results[id(request)] for request in batch]
+
+    def _caused_by_data(self, exc: Exception) -> bool:
+        """A constraint or a value the database refused: the fault of some request's rows."""
+        dbapi = self._engine.dialect.loaded_dbapi
+        return isinstance(exc, (dbapi.IntegrityError, dbapi.DataError))
 
     def _write_retrying(
         self, batch: Sequence[_Request], attempts: int = 3
     ) -> list[list[dict[str, Any]] | Exception]:
+        """Retry what a second attempt can clear (deadlock, locked database, a connection the
+        server closed), while the deadline allows."""
         for attempt in range(attempts):
+            if self._past_deadline(batch):
+                raise self._too_late(batch)
             try:
                 return self._write(batch)
             except Exception as exc:
-                if attempt == attempts - 1 or not transient(exc):
+                retry = transient(exc) or isinstance(exc, ConnectionLost)
+                if attempt == attempts - 1 or not retry:
                     raise
                 log.info("retrying a decision batch after %s", type(exc).__name__)
         raise AssertionError("unreachable")
 
-    def _write(self, batch: Sequence[_Request]) -> list[list[dict[str, Any]] | Exception]:
+    def _disconnected(self, exc: Exception, connection: PoolProxiedConnection) -> bool:
+        """The server closed the connection (restart, failover, idle timeout)."""
+        dbapi = self._engine.dialect.loaded_dbapi
+        return isinstance(exc, dbapi.Error) and bool(
+            self._engine.dialect.is_disconnect(exc, connection.dbapi_connection, None)
+        )
+
+    def _past_deadline(self, batch: Sequence[_Request]) -> bool:
+        if self._max_delay is None:
+            return False
+        oldest = min(row["decided_at"] for request in batch for row in request.rows)
+        return bool(datetime.now(UTC) - oldest > self._max_delay)
+
+    def _too_late(self, batch: Sequence[_Request]) -> CommitTooLate:
+        assert self._max_delay is not None
+        oldest = min(row["decided_at"] for request in batch for row in request.rows)
+        return CommitTooLate(
+            f"decisions made at {oldest.isoformat()} could not be committed within "
+            f"{self._max_delay.total_seconds():g} s"
+        )
+
+    def _connection(self) -> PoolProxiedConnection:
         with self._idle_lock:
-            connection = self._idle.pop() if self._idle else None
-        if connection is None:
-            connection = self._engine.raw_connection()
+            if self._idle:
+                return self._idle.pop()
+        connection = self._engine.raw_connection()
+        if self._sql.sqlite and self._max_delay is not None:
+            # Waiting for SQLite's write lock longer than the deadline is waiting for nothing.
+            wait_ms = max(1, int(self._max_delay.total_seconds() * 1000))
+            connection.cursor().execute(f"PRAGMA busy_timeout={wait_ms}")
+        return connection
+
+    def _write(self, batch: Sequence[_Request]) -> list[list[dict[str, Any]] | Exception]:
+        connection = self._connection()
         try:
             cursor = connection.cursor()
             if self._sql.sqlite:
@@ -283,25 +342,24 @@ class DecisionWriter:
                 self._write_idempotent(cursor, request.rows) if request.client_ids else request.rows
                 for request in batch
             ]
-            self._check_delay(batch)
+            if self._past_deadline(batch):
+                raise self._too_late(batch)
             connection.commit()
             cursor.close()
-        except Exception:
+        except CommitTooLate:
+            connection.rollback()  # nothing wrong with the connection itself
+            with self._idle_lock:
+                self._idle.append(connection)
+            raise
+        except Exception as exc:
+            lost = self._disconnected(exc, connection)
             _discard(connection)  # a connection that failed mid-transaction is never reused
+            if lost:
+                raise ConnectionLost(str(exc)) from exc
             raise
         with self._idle_lock:
             self._idle.append(connection)
         return results
-
-    def _check_delay(self, batch: Sequence[_Request]) -> None:
-        if self._max_delay is None:
-            return
-        oldest = min(row["decided_at"] for request in batch for row in request.rows)
-        if datetime.now(UTC) - oldest > self._max_delay:
-            raise CommitTooLate(
-                f"decisions made at {oldest.isoformat()} could not be committed within "
-                f"{self._max_delay.total_seconds():g} s"
-            )
 
     def _close_idle(self) -> None:
         with self._idle_lock:
@@ -316,7 +374,8 @@ class DecisionWriter:
         """Rows whose ids the client chose: a retry returns the stored answer. A savepoint keeps
         a request whose id belongs to another unit or experiment from writing anything."""
         cursor.execute("SAVEPOINT decide")
-        # In id order: two processes inserting overlapping ids lock them in the same order.
+        # In id order, so two requests inserting overlapping ids usually lock them in the same
+        # order; a deadlock that still happens (across batches) is retried.
         ordered = sorted(rows, key=lambda row: str(row["id"]))
         cursor.executemany(self._sql.insert_ignore, [self._sql.params(row) for row in ordered])
         stored: dict[str, dict[str, Any]] = {}

@@ -124,23 +124,32 @@ def run_pass(
     results = []
     for key in due:
         try:
-            with transaction(sessions) as session:
-                experiment = experiments_service.get(session=session, key=key, for_update=True)
-                if experiment.status != "running":
-                    continue
-                results.append(
-                    learning_service.learn(
-                        session=session,
-                        experiment=experiment,
-                        now=now,
-                        safety_lag_s=safety_lag_s,
-                        learner=learner,
-                    )
-                )
+            results.append(_learn_one(sessions, key, now, safety_lag_s, learner))
         except Exception as exc:  # one broken experiment must not stop the others learning
             log.exception("learner: experiment %s failed", key)
             results.append(learning_service.PassResult(key, None, 0, error=str(exc)))
     return results
+
+
+def _learn_one(
+    sessions: sessionmaker[Session], key: str, now: datetime, safety_lag_s: float, learner: str
+) -> learning_service.PassResult:
+    # Aggregate in a read-only session: on SQLite a write transaction would hold the one
+    # write lock for the whole query and stall every decision meanwhile.
+    with sessions() as session:
+        experiment = experiments_service.get(session=session, key=key)
+        if experiment.status != "running":
+            return learning_service.PassResult(key, None, 0)
+        computed = learning_service.compute(
+            session=session, experiment=experiment, now=now, safety_lag_s=safety_lag_s
+        )
+    if isinstance(computed, learning_service.PassResult):
+        return computed
+    with transaction(sessions) as session:
+        experiment = experiments_service.get(session=session, key=key, for_update=True)
+        return learning_service.publish_proposal(
+            session=session, experiment=experiment, proposal=computed, learner=learner
+        )
 
 
 async def learner_loop(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from app.bandits import ArmStats, PolicyConfigError
@@ -117,86 +117,74 @@ def republish(*, session: Session, experiment: Experiment, learner: str) -> Poli
     )
 
 
-def _reward_per_decision(
-    experiment: Experiment, since: datetime | None, margin: timedelta
-) -> Select[str, float]:
-    """One row per decision with outcomes: its reward, aggregated as the experiment says."""
-    conditions: list[ColumnElement[bool]] = [
-        Outcome.experiment_id == experiment.id,
+def _reward(experiment: Experiment) -> ColumnElement[float]:
+    """The reward of the decision in the enclosing query: the aggregate of its non-late
+    outcomes of the primary metric (earliest or sum), or the default reward when it has none.
+
+    A correlated subquery per decision, so each lookup uses the unique index on
+    (decision_id, metric, dedup_key) and the cost stays linear in the number of decisions.
+    """
+    mine = (
+        Outcome.decision_id == Decision.id,
         Outcome.metric == experiment.primary_metric,
         Outcome.late.is_(False),
-    ]
-    if since is not None:
-        # Outcomes are received after their decision, so older ones cannot match; the margin
-        # covers hosts whose clocks disagree (they must agree within the safety lag).
-        conditions.append(Outcome.received_at > since - margin)
-    if experiment.reward_aggregation == "sum":
-        return (
-            select(Outcome.decision_id, func.sum(Outcome.value).label("reward"))
-            .where(*conditions)
-            .group_by(Outcome.decision_id)
-        )
-    ranked = (
-        select(
-            Outcome.decision_id,
-            Outcome.value,
-            func.row_number()
-            .over(partition_by=Outcome.decision_id, order_by=(Outcome.occurred_at, Outcome.id))
-            .label("rank"),
-        )
-        .where(*conditions)
-        .subquery()
     )
-    return select(ranked.c.decision_id, ranked.c.value.label("reward")).where(ranked.c.rank == 1)
+    if experiment.reward_aggregation == "sum":
+        value = select(func.sum(Outcome.value)).where(*mine)
+    else:
+        value = (
+            select(Outcome.value).where(*mine).order_by(Outcome.occurred_at, Outcome.id).limit(1)
+        )
+    return func.coalesce(value.correlate(Decision).scalar_subquery(), experiment.default_reward)
 
 
 def aggregate(
-    *,
-    session: Session,
-    experiment: Experiment,
-    after: datetime | None,
-    through: datetime,
-    clock_margin: timedelta = timedelta(0),
+    *, session: Session, experiment: Experiment, after: datetime | None, through: datetime
 ) -> list[ArmStats]:
     """Per-arm (count, sum, sum of squares) of rewards of experimental decisions decided in
     (after, through], computed by the database; rows never come into Python."""
-    rewards = _reward_per_decision(experiment, after, clock_margin).subquery()
-    reward = func.coalesce(rewards.c.reward, experiment.default_reward)
-    query = (
-        select(Decision.arm, func.count(), func.sum(reward), func.sum(reward * reward))
-        .select_from(Decision)
-        .outerjoin(rewards, rewards.c.decision_id == Decision.id)
-        .where(
-            Decision.experiment_id == experiment.id,
-            Decision.experimental.is_(True),
-            Decision.decided_at <= through,
-        )
-        .group_by(Decision.arm)
-    )
+    window = [
+        Decision.experiment_id == experiment.id,
+        Decision.experimental.is_(True),
+        Decision.decided_at <= through,
+    ]
     if after is not None:
-        query = query.where(Decision.decided_at > after)
+        window.append(Decision.decided_at > after)
+    rewards = select(Decision.arm, _reward(experiment).label("reward")).where(*window).subquery()
+    query = select(
+        rewards.c.arm,
+        func.count(),
+        func.sum(rewards.c.reward),
+        func.sum(rewards.c.reward * rewards.c.reward),
+    ).group_by(rewards.c.arm)
     stats = [ArmStats()] * len(experiment.variants)
     for arm, count, total, squares in session.execute(query):
         stats[arm] = ArmStats(int(count), float(total or 0.0), float(squares or 0.0))
     return stats
 
 
-def learn(
-    *, session: Session, experiment: Experiment, now: datetime, safety_lag_s: float, learner: str
-) -> PassResult:
-    """One learning step for one experiment (caller holds the learner lock)."""
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A computed next version, published only if nothing changed since it was computed."""
+
+    based_on: int
+    state: PolicyState
+    stats: list[ArmStats]
+    closed_through: datetime
+    counted: int
+
+
+def compute(
+    *, session: Session, experiment: Experiment, now: datetime, safety_lag_s: float
+) -> Proposal | PassResult:
+    """The learning step's reading half: no locks taken, so deciders keep writing meanwhile.
+    Returns what to publish, or a PassResult when there is nothing to publish."""
     previous = latest(session=session, experiment_id=experiment.id)
     through = now - timedelta(seconds=experiment.reward_window_s + safety_lag_s)
     after = previous.closed_through if previous is not None else None
     if after is not None and through <= after:
         return PassResult(experiment.key, None, 0)
-    delta = aggregate(
-        session=session,
-        experiment=experiment,
-        after=after,
-        through=through,
-        clock_margin=timedelta(seconds=safety_lag_s),
-    )
+    delta = aggregate(session=session, experiment=experiment, after=after, through=through)
     counted = sum(s.count for s in delta)
     if counted == 0:
         return PassResult(experiment.key, None, 0)
@@ -206,18 +194,31 @@ def learn(
     except (PolicyConfigError, ValueError) as exc:
         log.error("learner: experiment %s: %s", experiment.key, exc)
         return PassResult(experiment.key, None, counted, error=str(exc))
+    return Proposal(experiment.policy_version, state, stats, through, counted)
+
+
+def publish_proposal(
+    *, session: Session, experiment: Experiment, proposal: Proposal, learner: str
+) -> PassResult:
+    """The writing half, under the experiment's row lock: publish unless the experiment
+    stopped running or another version (say new settings) appeared since `compute`."""
+    if experiment.status != "running" or experiment.policy_version != proposal.based_on:
+        return PassResult(experiment.key, None, 0)
     version = _publish(
         session=session,
         experiment=experiment,
-        state=state,
-        stats=stats,
-        closed_through=through,
+        state=proposal.state,
+        stats=proposal.stats,
+        closed_through=proposal.closed_through,
         learner=learner,
     )
     log.info(
-        "learner: %s -> version %d (%d new decisions)", experiment.key, version.number, counted
+        "learner: %s -> version %d (%d new decisions)",
+        experiment.key,
+        version.number,
+        proposal.counted,
     )
-    return PassResult(experiment.key, version.number, counted)
+    return PassResult(experiment.key, version.number, proposal.counted)
 
 
 def due_experiments(*, session: Session, now: datetime) -> list[str]:

@@ -26,6 +26,8 @@ from app.outcomes.models import Outcome
 from app.outcomes.schemas import OutcomeIn, OutcomeResult, Status
 
 CHUNK = 500
+CLOCK_SKEW = timedelta(minutes=1)
+"""How far an outcome's timestamp may precede its decision (clients' clocks differ)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,16 @@ def record(
     joined = _join(session, list({item.decision_id for item in items}))
     for i, item in enumerate(items):
         found = joined.get(item.decision_id)
-        if found is None or found.reward_range is None:
+        if found is None:
+            continue
+        if item.timestamp is not None and item.timestamp < found.decided_at - CLOCK_SKEW:
+            raise Invalid(
+                f"body.items[{i}].timestamp" if batch else "body.timestamp",
+                "before_decision",
+                f"the outcome is timestamped {item.timestamp.isoformat()}, before its decision "
+                f"({found.decided_at.isoformat()})",
+            )
+        if found.reward_range is None:
             continue
         low, high = found.reward_range
         metric = item.metric or found.primary_metric
