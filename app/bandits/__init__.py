@@ -23,9 +23,9 @@ from app.bandits.epsilon_greedy import EpsilonGreedyPolicy
 from app.bandits.fixed import FixedPolicy
 from app.bandits.hashing import bucket, coverage_bucket, decision_uniform, in_coverage, rng_for
 from app.bandits.policies import PARAMETERS, POLICY_KINDS, build_policy
-from app.stats.p_best import p_best_beta, p_best_normal
 from app.bandits.thompson_policy import ThompsonPolicy
 from app.bandits.ucb1 import UCB1Policy
+from app.stats.p_best import p_best_beta, p_best_normal
 
 __all__ = [
     "PARAMETERS",

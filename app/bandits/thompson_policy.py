@@ -33,7 +33,6 @@ import numpy.typing as npt
 
 from app.bandits.allocation import apply_floor, sampled_choice
 from app.bandits.base import ArmStats, Choice, JSONValue, PolicyConfigError, PolicyState
-from app.stats.p_best import p_best_beta, p_best_normal
 from app.bandits.validation import (
     arm_count,
     finite_number,
@@ -43,6 +42,7 @@ from app.bandits.validation import (
     positive_number,
     stats_arrays,
 )
+from app.stats.p_best import p_best_beta, p_best_normal
 
 FloatArray = npt.NDArray[np.float64]
 
