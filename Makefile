@@ -33,6 +33,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 
 bench: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks.stats
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
