@@ -26,7 +26,7 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportions_ztest
 
-from app.stats import sequential, srm
+from app.stats import bayes, sequential, srm
 from app.stats.fixed_horizon import MetricArms, compare_report
 from app.stats.p_best import p_best_beta
 from app.stats.sufficient import SampleStats
@@ -87,9 +87,9 @@ def engine_report(metrics: dict[str, MetricArms]) -> None:
 def bayes_summary(data: MetricArms) -> None:
     arms = [data.control, *data.treatments.values()]
     if data.kind == "binary":
-        p_best_beta(
-            np.array([1 + s.total for s in arms]), np.array([1 + s.n - s.total for s in arms])
-        )
+        bayes.summarize_binary(arms)
+    else:
+        bayes.summarize_continuous(arms)
 
 
 def pairwise_report(metrics: dict[str, MetricArms]) -> None:

@@ -59,10 +59,10 @@ MIN_RELATIVE_SD = 1.0e-12
 LOGIT_LIMIT = 700.0
 """Beta grids are clipped to |logit| <= 700 (theta within 1e-304 of 0 or 1)."""
 
-_Z = np.linspace(-Z_MAX, Z_MAX, round(2 * Z_MAX / Z_STEP) + 1)
-_GL_T, _GL_W = np.polynomial.legendre.leggauss(GAUSS_LEGENDRE_NODES)
-_GL_T = (_GL_T + 1.0) / 2.0  # nodes and weights moved from [-1, 1] to [0, 1]
-_GL_W = _GL_W / 2.0
+Z_LEVELS = np.linspace(-Z_MAX, Z_MAX, round(2 * Z_MAX / Z_STEP) + 1)
+GL_NODES, GL_WEIGHTS = np.polynomial.legendre.leggauss(GAUSS_LEGENDRE_NODES)
+GL_NODES = (GL_NODES + 1.0) / 2.0  # nodes and weights moved from [-1, 1] to [0, 1]
+GL_WEIGHTS = GL_WEIGHTS / 2.0
 
 # log_cdf(j, x) / log_pdf(j, x): arm j's log CDF / log density at the points x.
 ArmFunction = Callable[[int, FloatArray], FloatArray]
@@ -109,21 +109,21 @@ def p_best_beta(alpha: npt.ArrayLike, beta: npt.ArrayLike) -> FloatArray:
         )
         return result
 
-    return _p_best(_beta_logit_quantiles(a, b), log_cdf, log_pdf)
+    return _p_best(beta_logit_quantiles(a, b), log_cdf, log_pdf)
 
 
-def _beta_logit_quantiles(a: FloatArray, b: FloatArray) -> FloatArray:
-    """logit of each Beta's quantiles at levels Phi(_Z), as a K x len(_Z) array.
+def beta_logit_quantiles(a: FloatArray, b: FloatArray) -> FloatArray:
+    """logit of each Beta's quantiles at levels Phi(Z_LEVELS), as a K x len(Z_LEVELS) array.
 
     logit(x) = log(x) - log(1 - x) needs whichever of x, 1 - x is small to full relative
     precision: x from betaincinv(a, b, level), or 1 - x as the (1 - level)-quantile of
     1 - theta ~ Beta(b, a), with 1 - level = Phi(-z) computed directly (never 1 - Phi(z)).
     """
-    x = special.betaincinv(a[:, None], b[:, None], special.ndtr(_Z)[None, :])
+    x = special.betaincinv(a[:, None], b[:, None], special.ndtr(Z_LEVELS)[None, :])
     w = 1.0 - x
     upper = x > 0.5
     rows, cols = np.nonzero(upper)
-    w[upper] = special.betaincinv(b[rows], a[rows], special.ndtr(-_Z[cols]))
+    w[upper] = special.betaincinv(b[rows], a[rows], special.ndtr(-Z_LEVELS[cols]))
     x[upper] = 1.0 - w[upper]
     with np.errstate(divide="ignore"):
         logits = np.log(x) - np.log(w)
@@ -153,7 +153,7 @@ def p_best_normal(mean: npt.ArrayLike, sd: npt.ArrayLike) -> FloatArray:
         )
     if mu.size == 1:
         return np.ones(1)
-    quantiles = mu[:, None] + sigma[:, None] * _Z[None, :]
+    quantiles = mu[:, None] + sigma[:, None] * Z_LEVELS[None, :]
     log_sigma = np.log(sigma)
     half_log_2pi = 0.5 * np.log(2.0 * np.pi)
 
@@ -170,14 +170,11 @@ def p_best_normal(mean: npt.ArrayLike, sd: npt.ArrayLike) -> FloatArray:
 
 
 def _p_best(quantiles: FloatArray, log_cdf: ArmFunction, log_pdf: ArmFunction) -> FloatArray:
-    """Integrate (1) for every arm on the shared grid built from `quantiles` (K x len(_Z))."""
+    """Integrate (1) for every arm on the shared grid built from `quantiles` (K x len(Z_LEVELS))."""
     n_arms = quantiles.shape[0]
     lowest, highest = quantiles[:, 0], quantiles[:, -1]
     start, stop = float(lowest.max()), float(highest.max())
-    edges = _cell_edges(quantiles, start, stop)
-    widths = np.diff(edges)
-    nodes = (edges[:-1, None] + widths[:, None] * _GL_T[None, :]).ravel()
-    weights = (widths[:, None] * _GL_W[None, :]).ravel()
+    nodes, weights = gauss_legendre(cell_edges(quantiles, start, stop))
 
     # Nodes are sorted, so each arm's support [q(eps), q(1 - eps)] is a contiguous slice.
     # Above its upper quantile an arm's CDF is 1 - O(eps): log F = 0 there.
@@ -204,7 +201,15 @@ def _p_best(quantiles: FloatArray, log_cdf: ArmFunction, log_pdf: ArmFunction) -
     return result
 
 
-def _cell_edges(quantiles: FloatArray, start: float, stop: float) -> FloatArray:
+def gauss_legendre(edges: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Composite Gauss-Legendre nodes and weights over the cells between sorted `edges`."""
+    widths = np.diff(edges)
+    nodes: FloatArray = (edges[:-1, None] + widths[:, None] * GL_NODES[None, :]).ravel()
+    weights: FloatArray = (widths[:, None] * GL_WEIGHTS[None, :]).ravel()
+    return nodes, weights
+
+
+def cell_edges(quantiles: FloatArray, start: float, stop: float) -> FloatArray:
     """Sorted cell edges from every arm's quantiles in [start, stop], merged where dense.
 
     A quantile point of arm j may be dropped when the cell that then spans it is no wider than
