@@ -53,9 +53,11 @@ from app.stats.p_best import (
     Z_LEVELS,
     beta_logit_quantiles,
     cell_edges,
+    finite_vector,
     gauss_legendre,
     p_best_beta,
     p_best_normal,
+    positive_vector,
 )
 from app.stats.sufficient import SampleStats, StatsInputError, as_arrays
 
@@ -198,8 +200,8 @@ def summarize_beta(
     lower_is_better: bool = False,
 ) -> BayesianSummary:
     """Summary for independent Beta(alpha_i, beta_i) posteriors."""
-    a = _positive("alpha", alpha)
-    b = _positive("beta", beta)
+    a = positive_vector("alpha", alpha)
+    b = positive_vector("beta", beta)
     if a.size != b.size:
         raise StatsInputError(f"alpha and beta need one entry per arm, got {a.size} and {b.size}")
     _check_control(control, a.size)
@@ -224,8 +226,8 @@ def summarize_normal(
     lower_is_better: bool = False,
 ) -> BayesianSummary:
     """Summary for independent Normal(mean_i, sd_i^2) posteriors."""
-    mu = _finite("mean", mean)
-    sigma = _positive("sd", sd)
+    mu = finite_vector("mean", mean)
+    sigma = positive_vector("sd", sd)
     if mu.size != sigma.size:
         raise StatsInputError(f"mean and sd need one entry per arm, got {mu.size} and {sigma.size}")
     _check_control(control, mu.size)
@@ -393,19 +395,3 @@ def _require_arms(arms: Sequence[SampleStats]) -> None:
 def _check_control(control: int, n_arms: int) -> None:
     if isinstance(control, bool) or not 0 <= control < n_arms:
         raise StatsInputError(f"control must be an arm index in [0, {n_arms}), got {control!r}")
-
-
-def _finite(name: str, values: npt.ArrayLike) -> FloatArray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 1 or array.size == 0:
-        raise StatsInputError(f"{name} needs one value per arm (1-d, non-empty), got {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise StatsInputError(f"{name} must be finite, got {array.tolist()}")
-    return array
-
-
-def _positive(name: str, values: npt.ArrayLike) -> FloatArray:
-    array = _finite(name, values)
-    if not np.all(array > 0.0):
-        raise StatsInputError(f"{name} must be > 0, got {array.tolist()}")
-    return array

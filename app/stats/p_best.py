@@ -39,6 +39,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
+from app.stats.sufficient import StatsInputError
+
 FloatArray = npt.NDArray[np.float64]
 
 Z_MAX = 8.0
@@ -80,8 +82,8 @@ def p_best_beta(alpha: npt.ArrayLike, beta: npt.ArrayLike) -> FloatArray:
     Returns:
         A vector of K probabilities summing to 1.
     """
-    a = _positive_vector("alpha", alpha)
-    b = _positive_vector("beta", beta)
+    a = positive_vector("alpha", alpha)
+    b = positive_vector("beta", beta)
     if a.shape != b.shape:
         raise ValueError(f"alpha and beta must have the same length, got {a.size} and {b.size}")
     if a.size == 1:
@@ -142,8 +144,8 @@ def p_best_normal(mean: npt.ArrayLike, sd: npt.ArrayLike) -> FloatArray:
     Returns:
         A vector of K probabilities summing to 1.
     """
-    mu = _finite_vector("mean", mean)
-    sigma = _positive_vector("sd", sd)
+    mu = finite_vector("mean", mean)
+    sigma = positive_vector("sd", sd)
     if mu.shape != sigma.shape:
         raise ValueError(f"mean and sd must have the same length, got {mu.size} and {sigma.size}")
     if np.any(sigma < MIN_RELATIVE_SD * np.abs(mu)):
@@ -240,17 +242,19 @@ def cell_edges(quantiles: FloatArray, start: float, stop: float) -> FloatArray:
     return np.unique(np.asarray(kept, dtype=np.float64))
 
 
-def _finite_vector(name: str, values: npt.ArrayLike) -> FloatArray:
+def finite_vector(name: str, values: npt.ArrayLike) -> FloatArray:
+    """One finite value per arm, as a float array; StatsInputError otherwise."""
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-d sequence, got shape {array.shape}")
+        raise StatsInputError(f"{name} must be a non-empty 1-d sequence, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite, got {array.tolist()}")
+        raise StatsInputError(f"{name} must be finite, got {array.tolist()}")
     return array
 
 
-def _positive_vector(name: str, values: npt.ArrayLike) -> FloatArray:
-    array = _finite_vector(name, values)
+def positive_vector(name: str, values: npt.ArrayLike) -> FloatArray:
+    """One finite value > 0 per arm (parameters, standard deviations)."""
+    array = finite_vector(name, values)
     if not np.all(array > 0.0):
-        raise ValueError(f"{name} must be > 0, got {array.tolist()}")
+        raise StatsInputError(f"{name} must be > 0, got {array.tolist()}")
     return array
