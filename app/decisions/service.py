@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -71,9 +72,12 @@ def choose(served: ServedExperiment, item: DecideRequest, decision_id: str) -> t
 
 
 class _IdSource:
-    """Decision ids: BLAKE2b, keyed with 32 secret random bytes, of a counter. Unique (the
-    counter) and unpredictable (a keyed PRF), so nobody can claim an id before it is served,
-    at a microsecond each and no system call. A forked child draws a new key."""
+    """Decision ids, time-ordered like UUIDv7: 12 hex digits of Unix milliseconds, then 20 of
+    BLAKE2b, keyed with 32 secret random bytes, of a counter. Unique (the counter) and
+    unpredictable (80 bits of a keyed PRF), so nobody can claim an id before it is served; at
+    a microsecond each and no system call. Ordered by time, so new rows land at the right edge
+    of the primary-key index instead of on random pages (which, after every checkpoint, cost
+    PostgreSQL a full-page image in the WAL per page touched). A forked child draws a new key."""
 
     def __init__(self) -> None:
         self.reset()
@@ -85,7 +89,8 @@ class _IdSource:
 
     def next(self) -> str:
         message = next(self.counter).to_bytes(8, "big")
-        return hashlib.blake2b(message, key=self.key, digest_size=16).hexdigest()
+        random_part = hashlib.blake2b(message, key=self.key, digest_size=10).hexdigest()
+        return f"{time.time_ns() // 1_000_000:012x}{random_part}"
 
 
 _ids = _IdSource()
