@@ -174,7 +174,9 @@ def compare_to_control(
     absolute = _effects(difference, se_diff, se_null, dof, alpha, alternative, sm_alternative)
 
     relative: list[Effect | None] = [None] * len(treatments)
-    if mean_c != 0.0:
+    # A lift relative to a zero or negative baseline has no consistent direction (treatment
+    # -9 against control -10 is better, yet -9/-10 - 1 < 0), so it is left undefined (None).
+    if mean_c > 0.0:
         # Var(m_t/m_c) ~= v_t/m_c^2 + m_t^2 v_c/m_c^4 = (v_t + ratio^2 v_c) / m_c^2.
         ratio = mean_t / mean_c
         lift = ratio - 1.0

@@ -85,7 +85,9 @@ def p_best_beta(alpha: npt.ArrayLike, beta: npt.ArrayLike) -> FloatArray:
     a = positive_vector("alpha", alpha)
     b = positive_vector("beta", beta)
     if a.shape != b.shape:
-        raise ValueError(f"alpha and beta must have the same length, got {a.size} and {b.size}")
+        raise StatsInputError(
+            f"alpha and beta must have the same length, got {a.size} and {b.size}"
+        )
     if a.size == 1:
         return np.ones(1)
     log_beta_fn = special.betaln(a, b)
@@ -147,9 +149,11 @@ def p_best_normal(mean: npt.ArrayLike, sd: npt.ArrayLike) -> FloatArray:
     mu = finite_vector("mean", mean)
     sigma = positive_vector("sd", sd)
     if mu.shape != sigma.shape:
-        raise ValueError(f"mean and sd must have the same length, got {mu.size} and {sigma.size}")
+        raise StatsInputError(
+            f"mean and sd must have the same length, got {mu.size} and {sigma.size}"
+        )
     if np.any(sigma < MIN_RELATIVE_SD * np.abs(mu)):
-        raise ValueError(
+        raise StatsInputError(
             f"sd must be at least {MIN_RELATIVE_SD:g} * |mean| to be resolved in double "
             f"precision, got mean {mu.tolist()} and sd {sigma.tolist()}"
         )

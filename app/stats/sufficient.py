@@ -33,12 +33,20 @@ class SampleStats:
     sum_squares: float
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or self.n < 0:
-            raise StatsInputError(f"n must be a count >= 0, got {self.n!r}")
+        if isinstance(self.n, bool) or not isinstance(self.n, int | np.integer) or self.n < 0:
+            raise StatsInputError(f"n must be a whole count >= 0, got {self.n!r}")
         if not (math.isfinite(self.total) and math.isfinite(self.sum_squares)):
             raise StatsInputError("total and sum_squares must be finite")
         if self.sum_squares < 0:
             raise StatsInputError(f"sum_squares must be >= 0, got {self.sum_squares}")
+        if self.n == 0 and (self.total != 0 or self.sum_squares != 0):
+            raise StatsInputError("an empty sample (n = 0) must have total and sum_squares 0")
+        # Cauchy-Schwarz: sum(y^2) >= sum(y)^2 / n for any real values (up to rounding).
+        if self.n > 0 and self.sum_squares < self.total * self.total / self.n * (1 - 1e-9):
+            raise StatsInputError(
+                f"sum_squares={self.sum_squares} is below total^2/n="
+                f"{self.total * self.total / self.n}: no real sample has these statistics"
+            )
 
     @classmethod
     def from_values(cls, values: Iterable[float]) -> SampleStats:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 
 import numpy as np
 import pytest
@@ -348,17 +347,7 @@ def test_summary_arrays_are_read_only_and_tabulate() -> None:
     assert frame["p_best"].sum() == pytest.approx(1.0)
 
 
-def test_twenty_arm_summary_is_fast() -> None:
-    """Typically ~2 ms (Beta) / ~0.5 ms (Normal) here; 25 ms leaves room for a busy CI box."""
-    rng = np.random.default_rng(3)
-    a = rng.integers(100, 200, 20) + 1.0
-    b = 1000.0 - a
-    best = math.inf
-    for _ in range(5):
-        start = time.perf_counter()
-        summarize_beta(a, b)
-        best = min(best, time.perf_counter() - start)
-    assert best < 0.025
+# Speed is measured in benchmarks/stats.py, not asserted in unit tests.
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -381,7 +370,7 @@ def test_twenty_arm_summary_is_fast() -> None:
             "arm 0 is not a binary metric: sum_squares (1.5) must equal total (2)",
         ),
         (
-            lambda: summarize_binary([SampleStats(3, 5.0, 5.0)]),
+            lambda: summarize_binary([SampleStats(3, 5.0, 9.0)]),  # y = 1, 2, 2
             "arm 0: successes (total) must be in [0, n=3] for a binary metric, got 5",
         ),
         (

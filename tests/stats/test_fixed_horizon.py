@@ -350,7 +350,7 @@ def test_shifting_every_value_leaves_the_difference_and_its_test_unchanged(
 def test_scaling_every_value_scales_the_difference_and_keeps_p_and_lift(
     a: list[float], b: list[float], scale: float
 ) -> None:
-    assume(_spread(a) and _spread(b) and abs(float(np.mean(a))) > 1e-3)
+    assume(_spread(a) and _spread(b) and float(np.mean(a)) > 1e-3)  # lift needs a positive base
     plain = compare(SampleStats.from_values(a), SampleStats.from_values(b))
     scaled = compare(
         SampleStats.from_values([x * scale for x in a]),
@@ -560,3 +560,14 @@ def test_twenty_arm_ten_metric_report_compares_every_arm_on_every_metric() -> No
     metrics = _report_metrics(arms=20, metrics=10, seed=6)
     report = compare_report(metrics, correction="holm")
     assert len(report.rows) == 190
+
+
+def test_lift_against_a_negative_baseline_is_left_undefined() -> None:
+    # Treatment -9 beats control -10 ("greater"), but -9/-10 - 1 = -0.1 would point the other
+    # way; the lift is therefore None while the absolute test rejects.
+    rng = np.random.default_rng(8)
+    control = SampleStats.from_values(rng.normal(-10.0, 1.0, 2000))
+    treatment = SampleStats.from_values(rng.normal(-9.0, 1.0, 2000))
+    result = compare(control, treatment, alternative="greater")
+    assert result.absolute.p_value < 1e-6
+    assert result.relative is None

@@ -1,4 +1,4 @@
-"""P(best) by integration against closed forms and scipy.integrate.quad (|error| <= 1e-4)."""
+"""P(best) by integration against closed forms and scipy.integrate.quad (|error| <= 1e-6; the issue asks 1e-4, we measure ~4e-8)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from scipy import integrate, special, stats
 
 from app.stats.p_best import p_best_beta, p_best_normal
+from app.stats.sufficient import StatsInputError
 
-TOLERANCE = 1e-4
+TOLERANCE = 1e-6
 
 
 def miller_b_beats_a(alpha_a: int, beta_a: int, alpha_b: int, beta_b: int) -> float:
@@ -212,6 +213,6 @@ def test_fifty_mixed_arms_give_a_valid_vector() -> None:
     ],
 )
 def test_invalid_posteriors_are_rejected(call: object, message: str) -> None:
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(StatsInputError) as error:
         call()  # type: ignore[operator]
     assert str(error.value).startswith(message)

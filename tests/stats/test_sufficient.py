@@ -55,3 +55,18 @@ def test_arrays_stack_arms_in_order() -> None:
     assert n.tolist() == [2.0, 4.0]
     assert total.tolist() == [3.0, 1.0]
     assert squares.tolist() == [5.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((10, 10.0, 1.0), "no real sample"),
+        ((0, 1.0, 1.0), "empty sample"),
+        ((2.5, 1.0, 1.0), "whole count"),
+        ((True, 1.0, 1.0), "whole count"),
+        ((3, 1.0, -1.0), ">= 0"),
+    ],
+)
+def test_impossible_statistics_are_refused(args: tuple[object, float, float], message: str) -> None:
+    with pytest.raises(StatsInputError, match=message):
+        SampleStats(*args)  # type: ignore[arg-type]
