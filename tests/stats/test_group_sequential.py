@@ -156,6 +156,9 @@ def test_one_sided_designs_match_rpact(
     design = build()
     np.testing.assert_allclose(design.upper, critical, atol=2e-5)
     np.testing.assert_allclose(design.cumulative_alpha, cumulative, atol=1e-7)
+    # The boundaries really spend that: recomputed crossing probabilities, not the target.
+    achieved = np.cumsum(design.crossing_probabilities(0.0).stop)
+    np.testing.assert_allclose(achieved, cumulative, atol=1e-7)
     assert np.isneginf(design.lower).all()
 
 
