@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from app.stats.ope import (
+    ASYMPTOTIC_MIN_ROUNDS,
     DirectMethod,
     DoublyRobust,
     InversePropensityScore,
@@ -315,12 +316,12 @@ def test_empirical_bernstein_cs_covers_every_arm_uniformly_under_adaptive_alloca
     assert np.all(rate <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / actions.shape[0]))
 
 
-def test_asymptotic_cs_covers_uniformly_after_a_burn_in(
+def test_asymptotic_cs_with_its_min_rounds_guard_covers_uniformly_from_round_1(
     stationary_bandit: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
-    """The asymptotic CS is valid only as t grows: checked uniformly over rounds 500-2000 (the
-    rarely pulled arm has ~50 pulls at 500). Same tolerance as above. From round 1 it misses
-    ~16% for that arm in this design (documented in docs/statistics/off-policy.md)."""
+    """Checked after every round from round 1, at the level the docs advertise: miss rate <=
+    alpha + 3 binomial MC errors (0.079). Without the guard (min_rounds=1) the rarely pulled
+    arm misses ~16% here; with the default guard (500 rounds) ~5.8%."""
     actions, rewards, propensities = stationary_bandit
     misses = np.zeros(3)
     for r in range(actions.shape[0]):
@@ -331,9 +332,44 @@ def test_asymptotic_cs_covers_uniformly_after_a_burn_in(
                 target_probability=(actions[r] == arm).astype(np.float64),
             )
             cs = ips_confidence_sequence(log, alpha=0.05, method="asymptotic", planned_n=2000)
-            misses[arm] += miss_any_time(cs.lower, cs.upper, STATIONARY_MEANS[arm], start=499)
+            assert np.all(np.isinf(cs.lower[: ASYMPTOTIC_MIN_ROUNDS - 1]))
+            misses[arm] += miss_any_time(cs.lower, cs.upper, STATIONARY_MEANS[arm])
     rate = misses / actions.shape[0]
     assert np.all(rate <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / actions.shape[0]))
+
+
+def test_asymptotic_cs_without_the_guard_undercovers_early(
+    stationary_bandit: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """Why the guard exists: with min_rounds=1 the rarely pulled arm 0 misses its mean at some
+    round far more often than alpha (~16% in this design; 100 runs, MC error ~0.037)."""
+    actions, rewards, propensities = stationary_bandit
+    misses = 0
+    for r in range(100):
+        log = LoggedFeedback(
+            reward=rewards[r],
+            propensity=propensities[r],
+            target_probability=(actions[r] == 0).astype(np.float64),
+        )
+        cs = ips_confidence_sequence(log, method="asymptotic", planned_n=2000, min_rounds=1)
+        misses += miss_any_time(cs.lower, cs.upper, STATIONARY_MEANS[0])
+    assert misses / 100 > 0.05 + 0.02
+
+
+def test_min_rounds_makes_the_asymptotic_cs_uninformative_before_it() -> None:
+    rng = np.random.default_rng(3)
+    log = LoggedFeedback(
+        reward=rng.random(50), propensity=np.full(50, 0.5), target_probability=np.ones(50)
+    )
+    cs = ips_confidence_sequence(log, method="asymptotic", planned_n=50, min_rounds=20)
+    assert np.all(np.isneginf(cs.lower[:19]))
+    assert np.all(np.isposinf(cs.upper[:19]))
+    assert np.all(np.isfinite(cs.lower[19:] - cs.upper[19:]))
+    default = ips_confidence_sequence(log, method="asymptotic", planned_n=50)
+    assert np.all(np.isinf(default.upper))  # 50 < ASYMPTOTIC_MIN_ROUNDS rounds
+    # The empirical-Bernstein CS is valid from round 1 and ignores min_rounds.
+    eb = ips_confidence_sequence(log, min_rounds=20)
+    assert np.array_equal(eb.lower, ips_confidence_sequence(log).lower)
 
 
 def test_naive_means_are_biased_under_drift_and_adaptive_allocation_ips_is_not() -> None:
@@ -388,9 +424,222 @@ def test_cs_needs_no_nan_and_is_monotone() -> None:
     assert np.all(np.diff(eb.lower) >= 0)
     assert np.all(np.diff(eb.upper) <= 0)
     assert np.all((eb.lower >= 0) & (eb.upper <= 1))
-    asymptotic = ips_confidence_sequence(log, method="asymptotic", planned_n=100)
+    asymptotic = ips_confidence_sequence(log, method="asymptotic", planned_n=100, min_rounds=1)
     assert np.isinf(asymptotic.lower[0])  # one round: no variance estimate, no bound
     assert not np.any(np.isnan(asymptotic.lower))
+
+
+# --- undefined statistics raise, never 0 +- 0 ---------------------------------------------
+
+NO_OVERLAP = LoggedFeedback(
+    reward=np.array([1.0, 0.0, 1.0]),
+    propensity=np.array([0.5, 0.5, 0.2]),
+    target_probability=np.zeros(3),
+    reward_model_logged=np.array([0.6, 0.2, 0.7]),
+    reward_model_target=np.array([0.5, 0.5, 0.5]),
+)
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [InversePropensityScore(), InversePropensityScore(clip=2.0), DirectMethod(), DoublyRobust()],
+    ids=["ips", "ips-clipped", "dm", "dr"],
+)
+def test_no_positive_weight_raises_instead_of_a_certain_looking_value(
+    estimator: InversePropensityScore | DirectMethod | DoublyRobust,
+) -> None:
+    """Before the fix IPS gave 0 in [0, 0] and DM/DR the model value 0.5 in [0.5, 0.5]."""
+    message = "effective sample size 0 of 3 rounds"
+    with pytest.raises(StatsInputError, match=re.escape(message)):
+        estimator.estimate_policy_value(NO_OVERLAP)
+    with pytest.raises(StatsInputError, match=re.escape(message)):
+        estimator.estimate_interval(NO_OVERLAP)
+
+
+def with_arrays(log: LoggedFeedback, **overrides: object) -> LoggedFeedback:
+    arrays: dict[str, object] = {
+        "reward": log.reward,
+        "propensity": log.propensity,
+        "target_probability": log.target_probability,
+        "reward_model_logged": log.reward_model_logged,
+        "reward_model_target": log.reward_model_target,
+    }
+    arrays.update(overrides)
+    return LoggedFeedback(**arrays)  # type: ignore[arg-type]
+
+
+CONSTANT_TERMS = [
+    # All rewards 0 under positive weights: IPS terms all 0 (was 0 in [0, 0]).
+    ("ips", InversePropensityScore(), with_arrays(SMALL_LOG, reward=np.zeros(4))),
+    # Every reward with a positive weight equals 1: SNIPS 1 with se 0 (was [1, 1]).
+    ("snips", SelfNormalizedIPS(), with_arrays(SMALL_LOG, reward=[1.0, 1.0, 0.0, 1.0])),
+    # One positive weight: SNIPS is that reward, with se 0.
+    ("snips", SelfNormalizedIPS(), with_arrays(SMALL_LOG, target_probability=[1.0, 0, 0, 0])),
+    # A context-free model: every qhat(x_i, pi) equal.
+    ("dm", DirectMethod(), with_arrays(SMALL_LOG, reward_model_target=np.full(4, 0.5))),
+    # A model that predicts every reward exactly: DR terms all equal to qhat(x, pi).
+    (
+        "dr",
+        DoublyRobust(),
+        with_arrays(
+            SMALL_LOG,
+            reward=np.full(4, 0.3),
+            reward_model_logged=np.full(4, 0.3),
+            reward_model_target=np.full(4, 0.3),
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "estimator", "log"), CONSTANT_TERMS)
+def test_terms_without_variation_raise_instead_of_a_zero_width_interval(
+    name: str, estimator: SelfNormalizedIPS | InversePropensityScore, log: LoggedFeedback
+) -> None:
+    estimator.estimate_policy_value(log)  # the point value stays available
+    with pytest.raises(StatsInputError, match=re.escape(f"{name} interval is undefined")):
+        estimator.estimate_interval(log)
+
+
+def test_rounding_noise_does_not_count_as_variation() -> None:
+    log = LoggedFeedback(
+        reward=np.full(5, 0.1) * 3,
+        propensity=[1 / 3, 0.5, 0.25, 1.0, 0.2],
+        target_probability=np.ones(5),
+    )
+    weighted = LoggedFeedback(
+        reward=np.array([0.1 * 3, 0.3, 0.3]), propensity=np.ones(3), target_probability=np.ones(3)
+    )
+    assert weighted.reward[0] != weighted.reward[1]  # 0.30000000000000004 vs 0.3
+    with pytest.raises(StatsInputError, match="no variation"):
+        InversePropensityScore().estimate_interval(weighted)
+    assert InversePropensityScore().estimate_interval(log).std_error > 0
+
+
+def test_arm_without_pulls_has_no_value_and_is_never_ranked() -> None:
+    rng = np.random.default_rng(4)
+    n = 6000
+    actions = rng.integers(0, 2, n)  # arm 2 is never served (an arm added late, say)
+    rewards = (rng.random(n) < np.array([0.2, 0.8, 0.5])[actions]).astype(np.float64)
+    values = arm_values(actions, rewards, np.full(n, 0.5), n_arms=3)
+    assert values.pulls[2] == 0
+    assert values.value[2] is None
+    assert values.available.tolist() == [True, True, False]
+    assert values.std_error[2] == math.inf
+    assert (values.ci_lower[2], values.ci_upper[2]) == (-math.inf, math.inf)
+    assert (values.cs_lower[2], values.cs_upper[2]) == (-math.inf, math.inf)
+    assert values.effective_sample_size[2] == 0.0
+    assert values.beats().tolist() == [
+        [False, False, False],
+        [True, False, False],
+        [False, False, False],
+    ]
+    frame = values.to_frame()
+    assert frame["value"].isna().tolist() == [False, False, True]
+    assert frame.loc[1, "value"] == pytest.approx(values.value[1])
+
+
+def test_arm_with_all_zero_rewards_keeps_its_value_and_cs_but_no_ci() -> None:
+    actions = np.array([0, 1] * 50)
+    rewards = np.array([0.0 if a == 0 else float(i % 4 == 1) for i, a in enumerate(actions)])
+    values = arm_values(actions, rewards, np.full(100, 0.5), n_arms=2)
+    assert values.value[0] == 0.0  # IPS's point estimate: nothing observed above 0
+    assert values.std_error[0] == math.inf  # but no variation to estimate its error from
+    assert (values.ci_lower[0], values.ci_upper[0]) == (-math.inf, math.inf)
+    assert values.cs_lower[0] == 0.0
+    assert 0.0 < values.cs_upper[0] < 1.0  # the EB CS needs no variance estimate
+    assert math.isfinite(values.std_error[1])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_permuting_arm_labels_permutes_arm_values(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, k = 400, 4
+    propensity_by_arm = rng.dirichlet(np.ones(k))
+    actions = rng.choice(k, size=n, p=propensity_by_arm)
+    actions[actions == 3] = 2  # arm 3 never pulled
+    rewards = (rng.random(n) < rng.random(k)[actions]).astype(np.float64)
+    propensities = propensity_by_arm[actions]
+    permutation = rng.permutation(k)  # old arm a becomes new arm permutation[a]
+    original = arm_values(actions, rewards, propensities, n_arms=k)
+    permuted = arm_values(permutation[actions], rewards, propensities, n_arms=k)
+    inverse = np.argsort(permutation)  # new arm b was old arm inverse[b]
+    old = original.to_frame()
+    assert (
+        permuted.to_frame().reset_index(drop=True).equals(old.iloc[inverse].reset_index(drop=True))
+    )
+    assert np.array_equal(permuted.beats(), original.beats()[np.ix_(inverse, inverse)])
+
+
+def random_log(seed: int, *, mean_weight_one: bool = False) -> LoggedFeedback:
+    rng = np.random.default_rng(seed)
+    n = 200
+    propensity = rng.uniform(0.1, 1.0, n)
+    target = rng.uniform(0.0, 1.0, n)
+    if mean_weight_one:  # rescale the target so the weights average exactly 1
+        propensity = rng.uniform(0.1, 0.6, n)
+        target = propensity * np.tile([0.5, 1.5], n // 2)
+    return LoggedFeedback(
+        reward=rng.normal(0.5, 0.3, n),
+        propensity=propensity,
+        target_probability=target,
+        reward_model_logged=rng.uniform(0, 1, n),
+        reward_model_target=rng.uniform(0, 1, n),
+    )
+
+
+def transformed(log: LoggedFeedback, scale: float, shift: float) -> LoggedFeedback:
+    """Rewards and the reward model mapped by r -> scale r + shift (the same change of units)."""
+    assert log.reward_model_logged is not None
+    assert log.reward_model_target is not None
+    return with_arrays(
+        log,
+        reward=scale * log.reward + shift,
+        reward_model_logged=scale * log.reward_model_logged + shift,
+        reward_model_target=scale * log.reward_model_target + shift,
+    )
+
+
+ALL_ESTIMATORS = [InversePropensityScore(), SelfNormalizedIPS(), DirectMethod(), DoublyRobust()]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("shift", [-3.0, 0.25, 10.0])
+def test_shifting_rewards_shifts_snips_dm_dr_and_ips_only_when_weights_average_one(
+    seed: int, shift: float
+) -> None:
+    """SNIPS, DM (the target's probabilities sum to 1) and DR shift exactly; IPS shifts by
+    shift * mean(w), which is shift only when the weights average 1."""
+    log = random_log(seed)
+    moved = transformed(log, 1.0, shift)
+    for estimator in [SelfNormalizedIPS(), DirectMethod(), DoublyRobust()]:
+        before, after = estimator.estimate_interval(log), estimator.estimate_interval(moved)
+        assert after.value == pytest.approx(before.value + shift, abs=1e-9)
+        assert after.std_error == pytest.approx(before.std_error, rel=1e-9)
+        assert after.lower == pytest.approx(before.lower + shift, abs=1e-9)
+    ips = InversePropensityScore()
+    mean_weight = float(log.importance_weights().mean())
+    assert abs(mean_weight - 1.0) > 0.05  # so the next line is a real check
+    assert ips.estimate_policy_value(moved) == pytest.approx(
+        ips.estimate_policy_value(log) + shift * mean_weight, abs=1e-9
+    )
+    balanced = random_log(seed, mean_weight_one=True)
+    assert balanced.importance_weights().mean() == pytest.approx(1.0, abs=1e-12)
+    assert ips.estimate_policy_value(transformed(balanced, 1.0, shift)) == pytest.approx(
+        ips.estimate_policy_value(balanced) + shift, abs=1e-9
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("scale", [0.01, 3.0, 1000.0])
+def test_scaling_rewards_scales_every_estimator(seed: int, scale: float) -> None:
+    log = random_log(seed)
+    scaled = transformed(log, scale, 0.0)
+    for estimator in ALL_ESTIMATORS:
+        before, after = estimator.estimate_interval(log), estimator.estimate_interval(scaled)
+        assert after.value == pytest.approx(scale * before.value, rel=1e-9)
+        assert after.std_error == pytest.approx(scale * before.std_error, rel=1e-9)
+        assert after.upper == pytest.approx(scale * before.upper, rel=1e-9)
+        assert after.effective_sample_size == before.effective_sample_size
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -457,6 +706,14 @@ BAD_INPUTS: list[tuple[Callable[[], object], str]] = [
         "planned_n must be a positive number of rounds, got 0",
     ),
     (lambda: ips_confidence_sequence(feedback(), method="bootstrap"), "method must be"),  # type: ignore[arg-type]
+    (
+        lambda: ips_confidence_sequence(feedback(), method="asymptotic", planned_n=9, min_rounds=0),
+        "min_rounds must be a positive integer number of rounds, got 0",
+    ),
+    (
+        lambda: arm_values([0], [1.0], [0.5], n_arms=2),
+        "a confidence interval needs at least 2 logged rounds, got 1",
+    ),
     (lambda: effective_sample_size([1.0, -1.0]), "importance weights must be finite and >= 0"),
     (
         lambda: arm_values([0, 3], [1.0, 0.0], [0.5, 0.5], n_arms=3),
