@@ -52,10 +52,27 @@ above for the mSPRT). Its e-value (v7 eq. 155) gives the p-value; the CS exclude
 exactly when that p-value is <= alpha.
 
 The two boundaries are the same Gaussian-mixture boundary: (3) with tau^2 = rho^2 * sigma2 is
-the CS above, term for term. They differ in tuning (closed-form vs exact kappa) and in what is
-guaranteed: the mSPRT is exact for normal data with known variance (plug-in otherwise); the
-CS's guarantee is asymptotic (i.i.d. data with finite variance, as t grows) and needs no
-normality. docs/statistics/sequential.md explains the choice and the output.
+the CS above, term for term. They differ in tuning (closed-form vs exact kappa; `rho=
+"approximate"` gives the CS the closed form, as gbstats does) and in what is guaranteed. The
+mSPRT's bound is exact only for normal data with known variances *and a fixed allocation
+ratio* n_t / n_c: tau^2 = sigma2 * kappa / N* depends on the variances and on the ratio through
+sigma2 = t * v, so if the ratio (or a variance) changes between looks the mixture changes with
+it, the running 1/Lambda is no longer one martingale, and the bound is approximate. With
+plug-in variances it is approximate as well. The CS's guarantee is asymptotic (i.i.d. data with
+finite variance, as t grows) and needs no normality.
+
+**Minimum sample size.** Both guarantees are large-sample for estimated variances: with 2 per
+arm the studentised difference has t-like tails and a look may reject far too easily (normal
+A/A, a look every 2 per arm, N* = 20: false-positive rate 0.12 instead of <= 0.05). A look may
+only reject once both arms have `min_n` observations (default `DEFAULT_MIN_N` = 30; the same
+study gives 0.014, docs/statistics/sequential.md has the table); before that the result is
+uninformative: p_value 1 and the interval (-inf, inf).
+
+**Failed sequence.** With a running state, if the intersection of the intervals is empty then
+every theta has been excluded at some look: the sequence has failed (an event of probability
+<= alpha under the model). The result then says so (`sequence_failed`), keeps the empty
+intersection (ci_low > ci_high) and rejects, rather than forgetting the history.
+docs/statistics/sequential.md explains the choice and the output.
 """
 
 from __future__ import annotations
@@ -72,6 +89,10 @@ from app.stats.sufficient import SampleStats, StatsInputError
 
 FloatArray = npt.NDArray[np.float64]
 Method = Literal["msprt", "asymptotic_cs"]
+RhoRule = Literal["exact", "approximate"]
+
+DEFAULT_MIN_N = 30
+"""Observations per arm before a look may reject (see the module docstring and the docs)."""
 
 BINARY_TOLERANCE = 1e-9
 """Relative slack when checking that a binary metric has sum(y^2) == sum(y)."""
@@ -99,6 +120,13 @@ class SequentialResult:
     std_error: float
     n_control: int
     n_treatment: int
+    min_n: int = DEFAULT_MIN_N
+    """Per-arm size below which a look is uninformative (p_value 1, interval (-inf, inf))."""
+    rho: RhoRule = "exact"
+    """The rho^2 rule of the asymptotic CS (also recorded, unused, for the mSPRT)."""
+    sequence_failed: bool = False
+    """The running intersection of intervals is empty: every value, theta_0 included, has
+    been excluded at some look. Then ci_low > ci_high (the empty set) and reject is True."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -159,8 +187,11 @@ def mixture_radius(
     return np.sqrt(2.0 * v * (v + tau2) / tau2 * log_term)
 
 
-def asymptotic_cs_rho_squared(planned_n: float, alpha: float) -> float:
+def asymptotic_cs_rho_squared(planned_n: float, alpha: float, rule: RhoRule = "exact") -> float:
     """rho^2 that makes the AsympCS narrowest at t = planned_n (Waudby-Smith et al. 2024).
+
+    rule="exact" (default) is the Lambert-W minimiser below; rule="approximate" is v7 eq. 161,
+    rho^2 = (2 log(1/alpha) + log(1 + 2 log(1/alpha))) / N*, the closed form gbstats uses.
 
     With x = t rho^2 + 1 the squared margin at t is x log(x / alpha^2) / (t (x - 1)); setting
     its derivative in x to zero gives x - log x = 1 - 2 log(alpha), i.e. x e^{-x} = alpha^2 / e,
@@ -171,6 +202,10 @@ def asymptotic_cs_rho_squared(planned_n: float, alpha: float) -> float:
     """
     _check_alpha(alpha)
     _check_planned_n(planned_n)
+    _check_rho(rule)
+    if rule == "approximate":
+        log_inv_alpha = -math.log(alpha)
+        return (2.0 * log_inv_alpha + math.log1p(2.0 * log_inv_alpha)) / planned_n
     x = -float(special.lambertw(-alpha * alpha / math.e, k=-1).real)
     return (x - 1.0) / planned_n
 
@@ -219,6 +254,7 @@ def msprt(
     alpha: float = 0.05,
     theta_0: float = 0.0,
     binary: bool = False,
+    min_n: int = DEFAULT_MIN_N,
     previous: SequentialResult | None = None,
 ) -> SequentialResult:
     """The mixture SPRT of treatment - control against theta_0 at the current look.
@@ -229,25 +265,33 @@ def msprt(
         alpha: significance level; the running false-positive rate stays <= alpha.
         theta_0: the null difference.
         binary: the metric is 0/1: use the plug-in variance p(1 - p) of each arm.
+        min_n: observations per arm (at least 2) before a look may reject; below it the look is
+            uninformative (p_value 1, interval (-inf, inf)) instead of an error.
         previous: this test's result at the previous look, to continue the running minimum
             p-value (2) and the intersection of intervals (3). None starts afresh.
     """
-    _check_design(alpha, planned_n, theta_0)
-    estimate, variance, t = _difference(control, treatment, binary)
-    tau2 = float(msprt_mixing_variance(variance * t, planned_n, alpha))
-    log_lambda = float(mixture_log_likelihood_ratio(estimate - theta_0, variance, tau2))
-    radius = float(mixture_radius(variance, tau2, alpha))
+    _check_design(alpha, planned_n, theta_0, min_n)
+    look = _look(control, treatment, binary, min_n)
+    if look.informative:
+        tau2 = float(msprt_mixing_variance(look.variance * look.t, planned_n, alpha))
+        log_lambda = float(
+            mixture_log_likelihood_ratio(look.estimate - theta_0, look.variance, tau2)
+        )
+        radius = float(mixture_radius(look.variance, tau2, alpha))
+    else:
+        log_lambda, radius = 0.0, math.inf
     return _result(
         "msprt",
         control,
         treatment,
-        estimate,
-        variance,
+        look,
         radius,
         log_lambda,
         alpha=alpha,
         theta_0=theta_0,
         planned_n=planned_n,
+        min_n=min_n,
+        rho="exact",
         previous=previous,
     )
 
@@ -260,32 +304,41 @@ def asymptotic_cs(
     alpha: float = 0.05,
     theta_0: float = 0.0,
     binary: bool = False,
+    min_n: int = DEFAULT_MIN_N,
+    rho: RhoRule = "exact",
     previous: SequentialResult | None = None,
 ) -> SequentialResult:
     """The asymptotic confidence sequence for treatment - control at the current look.
 
     The interval is v7 eq. 9 with sigma_hat^2 = t * v and t = n_c + n_t; the p-value is the
     inverse e-value (v7 eq. 155) at theta_0, so `reject` is exactly "the CS excludes theta_0".
-    Arguments as for `msprt`; `previous` turns on the running intersection / minimum.
+    rho="exact" tunes rho^2 with the Lambert-W width minimiser, rho="approximate" with v7 eq.
+    161's closed form (gbstats' choice); see `asymptotic_cs_rho_squared`. Other arguments as
+    for `msprt`; `previous` turns on the running intersection / minimum.
     """
-    _check_design(alpha, planned_n, theta_0)
-    estimate, variance, t = _difference(control, treatment, binary)
-    rho2 = asymptotic_cs_rho_squared(planned_n, alpha)
-    sigma_hat = math.sqrt(variance * t)
-    radius = sigma_hat * float(asymptotic_cs_margin(t, rho2, alpha))
-    z = (estimate - theta_0) / math.sqrt(variance)
-    log_evalue = float(asymptotic_cs_log_evalue(z, t, rho2))
+    _check_design(alpha, planned_n, theta_0, min_n)
+    _check_rho(rho)
+    look = _look(control, treatment, binary, min_n)
+    if look.informative:
+        rho2 = asymptotic_cs_rho_squared(planned_n, alpha, rho)
+        sigma_hat = math.sqrt(look.variance * look.t)
+        radius = sigma_hat * float(asymptotic_cs_margin(look.t, rho2, alpha))
+        z = (look.estimate - theta_0) / math.sqrt(look.variance)
+        log_evalue = float(asymptotic_cs_log_evalue(z, look.t, rho2))
+    else:
+        log_evalue, radius = 0.0, math.inf
     return _result(
         "asymptotic_cs",
         control,
         treatment,
-        estimate,
-        variance,
+        look,
         radius,
         log_evalue,
         alpha=alpha,
         theta_0=theta_0,
         planned_n=planned_n,
+        min_n=min_n,
+        rho=rho,
         previous=previous,
     )
 
@@ -307,16 +360,21 @@ class SequentialMonitor:
         theta_0: float = 0.0,
         binary: bool = False,
         running: bool = True,
+        min_n: int = DEFAULT_MIN_N,
+        rho: RhoRule = "exact",
     ) -> None:
         if method not in ("msprt", "asymptotic_cs"):
             raise StatsInputError(f"method must be 'msprt' or 'asymptotic_cs', got {method!r}")
-        _check_design(alpha, planned_n, theta_0)
+        _check_design(alpha, planned_n, theta_0, min_n)
+        _check_rho(rho)
         self.method: Method = method
         self.planned_n = planned_n
         self.alpha = alpha
         self.theta_0 = theta_0
         self.binary = binary
         self.running = running
+        self.min_n = min_n
+        self.rho: RhoRule = rho
         self._result: SequentialResult | None = None
 
     @property
@@ -325,20 +383,27 @@ class SequentialMonitor:
         return self._result
 
     def update(self, control: SampleStats, treatment: SampleStats) -> SequentialResult:
-        test = msprt if self.method == "msprt" else asymptotic_cs
         previous = self._result
         if previous is not None and not self.running:
             _check_cumulative(previous, control, treatment)
             previous = None
-        self._result = test(
-            control,
-            treatment,
-            planned_n=self.planned_n,
-            alpha=self.alpha,
-            theta_0=self.theta_0,
-            binary=self.binary,
-            previous=previous,
-        )
+        common = {
+            "planned_n": self.planned_n,
+            "alpha": self.alpha,
+            "theta_0": self.theta_0,
+            "binary": self.binary,
+            "min_n": self.min_n,
+            "previous": previous,
+        }
+        if self.method == "msprt":
+            self._result = msprt(control, treatment, **common)  # type: ignore[arg-type]
+        else:
+            self._result = asymptotic_cs(
+                control,
+                treatment,
+                rho=self.rho,
+                **common,  # type: ignore[arg-type]
+            )
         return self._result
 
 
@@ -347,29 +412,49 @@ class SequentialMonitor:
 # ----------------------------------------------------------------------------------------
 
 
-def _difference(
-    control: SampleStats, treatment: SampleStats, binary: bool
-) -> tuple[float, float, int]:
-    """(d, v, t): the difference of means, its variance, and the total count."""
-    var_c = _arm_variance(control, "control", binary)
-    var_t = _arm_variance(treatment, "treatment", binary)
+@dataclass(frozen=True, slots=True)
+class _Look:
+    """The data of one look: d, v, t, and whether both arms have reached min_n."""
+
+    estimate: float
+    variance: float
+    t: int
+    informative: bool
+
+
+def _look(control: SampleStats, treatment: SampleStats, binary: bool, min_n: int) -> _Look:
+    """(d, v, t) of the look; below min_n per arm only what can be computed (else NaN)."""
+    if binary:  # refuse non-0/1 data whatever the sample size
+        _check_binary(control, "control")
+        _check_binary(treatment, "treatment")
+    t = control.n + treatment.n
+    if min(control.n, treatment.n) < min_n:
+        estimate = treatment.mean - control.mean if control.n and treatment.n else math.nan
+        variance = math.nan
+        if control.n >= 2 and treatment.n >= 2:
+            var_c = _arm_variance(control, binary)
+            var_t = _arm_variance(treatment, binary)
+            variance = var_c / control.n + var_t / treatment.n
+        return _Look(estimate, variance, t, informative=False)
+    var_c = _arm_variance(control, binary)
+    var_t = _arm_variance(treatment, binary)
     if var_c == 0.0 and var_t == 0.0:
         raise StatsInputError(
             "both arms have zero variance (every value in each arm is the same), so the "
             "difference has no sampling variability to test against; wait for more data"
         )
     variance = var_c / control.n + var_t / treatment.n
-    return treatment.mean - control.mean, variance, control.n + treatment.n
+    return _Look(treatment.mean - control.mean, variance, t, informative=True)
 
 
-def _arm_variance(stats: SampleStats, arm: str, binary: bool) -> float:
-    if stats.n < 2:
-        raise StatsInputError(
-            f"the {arm} arm has n={stats.n}; a sequential test needs at least 2 observations "
-            "per arm to estimate a variance"
-        )
+def _arm_variance(stats: SampleStats, binary: bool) -> float:
     if not binary:
         return stats.variance
+    p = stats.total / stats.n
+    return p * (1.0 - p)  # Johari et al.: Bernoulli plug-in variance
+
+
+def _check_binary(stats: SampleStats, arm: str) -> None:
     slack = BINARY_TOLERANCE * max(1.0, stats.total)
     if abs(stats.sum_squares - stats.total) > slack or not 0 <= stats.total <= stats.n:
         raise StatsInputError(
@@ -377,60 +462,82 @@ def _arm_variance(stats: SampleStats, arm: str, binary: bool) -> float:
             f"sum={stats.total}, sum of squares={stats.sum_squares}); build it with "
             "SampleStats.from_binary or pass binary=False"
         )
-    p = stats.total / stats.n
-    return p * (1.0 - p)  # Johari et al.: Bernoulli plug-in variance
 
 
 def _result(
     method: Method,
     control: SampleStats,
     treatment: SampleStats,
-    estimate: float,
-    variance: float,
+    look: _Look,
     radius: float,
     log_lambda: float,
     *,
     alpha: float,
     theta_0: float,
     planned_n: float,
+    min_n: int,
+    rho: RhoRule,
     previous: SequentialResult | None,
 ) -> SequentialResult:
-    # 1/Lambda capped at 1; exp(-inf) = 0 for overwhelming evidence, never NaN.
+    # 1/Lambda capped at 1; exp(-inf) = 0 for overwhelming evidence, never NaN. An
+    # uninformative look has log_lambda 0 (p = 1) and radius inf.
     p_value = math.exp(-max(log_lambda, 0.0))
-    ci_low, ci_high = estimate - radius, estimate + radius
+    if look.informative:
+        ci_low, ci_high = look.estimate - radius, look.estimate + radius
+    else:
+        ci_low, ci_high = -math.inf, math.inf
+    failed = False
     if previous is not None:
-        _check_previous(previous, method, alpha, theta_0, planned_n)
+        _check_previous(previous, method, alpha, theta_0, planned_n, min_n, rho)
         _check_cumulative(previous, control, treatment)
         p_value = min(p_value, previous.p_value)  # eq. 2
-        low, high = max(ci_low, previous.ci_low), min(ci_high, previous.ci_high)
-        # An empty intersection means the sequence has already missed (probability <= alpha
-        # under the model); report this look's interval rather than an empty set.
-        if low <= high:
-            ci_low, ci_high = low, high
+        # The intersection (3). If it is empty (ci_low > ci_high) it stays empty at every
+        # later look: every theta has been excluded at some look, theta_0 included.
+        ci_low, ci_high = max(ci_low, previous.ci_low), min(ci_high, previous.ci_high)
+        failed = previous.sequence_failed or ci_low > ci_high
     return SequentialResult(
         method=method,
-        estimate=estimate,
+        estimate=look.estimate,
         ci_low=ci_low,
         ci_high=ci_high,
         p_value=p_value,
-        reject=p_value <= alpha,
+        # An empty intersection excludes theta_0 (so its running p-value is <= alpha up to
+        # rounding at the boundary); `or failed` keeps reject and the interval consistent.
+        reject=p_value <= alpha or failed,
         alpha=alpha,
         theta_0=theta_0,
         planned_n=planned_n,
-        std_error=math.sqrt(variance),
+        std_error=math.sqrt(look.variance),
         n_control=control.n,
         n_treatment=treatment.n,
+        min_n=min_n,
+        rho=rho,
+        sequence_failed=failed,
     )
 
 
 def _check_previous(
-    previous: SequentialResult, method: Method, alpha: float, theta_0: float, planned_n: float
+    previous: SequentialResult,
+    method: Method,
+    alpha: float,
+    theta_0: float,
+    planned_n: float,
+    min_n: int,
+    rho: RhoRule,
 ) -> None:
-    design = (previous.method, previous.alpha, previous.theta_0, previous.planned_n)
-    if design != (method, alpha, theta_0, planned_n):
+    design = (
+        previous.method,
+        previous.alpha,
+        previous.theta_0,
+        previous.planned_n,
+        previous.min_n,
+        previous.rho,
+    )
+    current = (method, alpha, theta_0, planned_n, min_n, rho)
+    if design != current:
         raise StatsInputError(
-            "previous result comes from another design (method, alpha, theta_0, planned_n) = "
-            f"{design}; this look is {(method, alpha, theta_0, planned_n)}. A running p-value "
+            "previous result comes from another design (method, alpha, theta_0, planned_n, "
+            f"min_n, rho) = {design}; this look is {current}. A running p-value "
             "or interval only holds when every look uses the same design"
         )
 
@@ -446,11 +553,20 @@ def _check_cumulative(
         )
 
 
-def _check_design(alpha: float, planned_n: float, theta_0: float) -> None:
+def _check_design(alpha: float, planned_n: float, theta_0: float, min_n: int) -> None:
     _check_alpha(alpha)
     _check_planned_n(planned_n)
     if not math.isfinite(theta_0):
         raise StatsInputError(f"theta_0 must be a finite number, got {theta_0}")
+    if isinstance(min_n, bool) or not isinstance(min_n, int) or min_n < 2:
+        raise StatsInputError(
+            f"min_n must be an integer >= 2 (a variance needs 2 observations), got {min_n!r}"
+        )
+
+
+def _check_rho(rho: str) -> None:
+    if rho not in ("exact", "approximate"):
+        raise StatsInputError(f"rho must be 'exact' or 'approximate', got {rho!r}")
 
 
 def _check_alpha(alpha: float) -> None:

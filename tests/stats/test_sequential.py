@@ -12,9 +12,9 @@ No paper gives a worked mSPRT or AsympCS example with numbers; the mixture likel
 its interval are also checked against direct numerical integration and root finding (scipy).
 
 Simulations are seeded and vectorised over replicates x looks (no Python loop over either):
-each study states its Monte-Carlo standard error and the chance its assertion fails for a
-procedure whose true rate sits exactly at the bound (for these procedures, whose true rates are
-far from the bounds, it is far smaller). The whole file runs in a few seconds.
+normal-theory studies are compared in both directions with the exact false-positive rate of
+their look schedule (group-sequential recursion), within 3 Monte-Carlo standard errors. The
+whole file runs in a few seconds.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, optimize, special, stats
 
+from app.stats.group_sequential import boundary_crossing_probabilities
 from app.stats.sequential import (
+    DEFAULT_MIN_N,
     SequentialMonitor,
     SequentialResult,
     asymptotic_cs,
@@ -86,30 +88,68 @@ def gbstats_rho_squared(alpha: float, tuning: float) -> float:
     return (2 * log_inv + math.log(2 * log_inv + 1)) / tuning
 
 
+def gbstats_proportion_lift() -> tuple[float, float]:
+    """gbstats' relative lift and delta-method SE for ProportionStatistic(1396, 3000) vs
+    (2422, 3461) at full precision (published rounded: 0.50386, 0.03386)."""
+    p_a, p_b = 1396 / 3000, 2422 / 3461
+    var_a, var_b = p_a * (1 - p_a), p_b * (1 - p_b)
+    se = math.sqrt(var_b / (3461 * p_a**2) + var_a * p_b**2 / (3000 * p_a**4))
+    return p_b / p_a - 1, se
+
+
+def arms_with(
+    estimate: float, std_error: float, n_control: int, n_treatment: int
+) -> tuple[SampleStats, SampleStats]:
+    """Two arms whose difference of means is `estimate` and whose Welch SE is `std_error`.
+
+    The CS depends on the data only through d, sigma_hat^2 = t v and t, so gbstats' (relative)
+    estimate and SE can be fed through the public function as an absolute difference."""
+    sd = std_error / math.sqrt(1 / n_control + 1 / n_treatment)
+    return stats_from_moments(n_control, 0.0, sd), stats_from_moments(n_treatment, estimate, sd)
+
+
 @pytest.mark.parametrize(
-    ("case", "estimate", "std_error", "n", "tuning", "expected"),
+    ("case", "estimate", "std_error", "arms", "tuning", "expected", "tolerance"),
     [
         # test_sequential_test_runs: N* = 1000, n = 3000 + 3461.
-        ("mean", 0.5033610858562358, 0.3334122146400735, 6461, 1000, (-0.55844, 1.56516)),
-        # test_sequential_test_runs_prop (default N* = 5000); inputs as published, 5 decimals.
-        ("proportion", 0.50386, 0.03386, 6461, 5000, (0.40098, 0.60675)),
-        # test_sequential_test_runs_ratio_ra: n = 100 + 100.
-        ("ratio_ra", -0.0007, 0.00391, 200, 5000, (-0.02063, 0.01923)),
+        (
+            "mean",
+            0.5033610858562358,
+            0.3334122146400735,
+            (3000, 3461),
+            1000,
+            (-0.55844, 1.56516),
+            1e-5,
+        ),
+        # test_sequential_test_runs_prop (default N* = 5000).
+        ("proportion", *gbstats_proportion_lift(), (3000, 3461), 5000, (0.40098, 0.60675), 1e-5),
+        # test_sequential_test_runs_ratio_ra: n = 100 + 100. Only 5-decimal inputs are
+        # published (SE 0.00391 +- 5e-6 moves the ends by up to 2.5e-5); measured 1.08e-5.
+        ("ratio_ra", -0.0007, 0.00391, (100, 100), 5000, (-0.02063, 0.01923), 2e-5),
     ],
 )
-def test_asymptotic_cs_matches_gbstats_fixtures(
+def test_asymptotic_cs_with_approximate_rho_matches_gbstats_fixtures_end_to_end(
     case: str,
     estimate: float,
     std_error: float,
-    n: int,
+    arms: tuple[int, int],
     tuning: float,
     expected: tuple[float, float],
+    tolerance: float,
 ) -> None:
-    # gbstats: halfwidth = sqrt(SE^2 * n) * margin(n, rho); sigma_hat^2 = t * v as here.
-    margin = float(asymptotic_cs_margin(n, gbstats_rho_squared(0.05, tuning), 0.05))
-    radius = std_error * math.sqrt(n) * margin
-    assert estimate - radius == pytest.approx(expected[0], abs=5e-4), case
-    assert estimate + radius == pytest.approx(expected[1], abs=5e-4), case
+    # Through the public function (SampleStats in, interval out) with gbstats' rho rule.
+    # Measured |error|: mean 2.7e-6, proportion 1.8e-6 (the published ends are rounded to
+    # 5e-6). With the default exact rho one end is off by 1.4e-3.
+    control, treatment = arms_with(estimate, std_error, *arms)
+    result = asymptotic_cs(control, treatment, planned_n=tuning, rho="approximate", min_n=2)
+    assert result.estimate == pytest.approx(estimate, abs=1e-12)
+    assert result.std_error == pytest.approx(std_error, rel=1e-9)
+    assert result.ci_low == pytest.approx(expected[0], abs=tolerance), case
+    assert result.ci_high == pytest.approx(expected[1], abs=tolerance), case
+    # The approximate rule is gbstats' eq. 161 closed form.
+    assert asymptotic_cs_rho_squared(tuning, 0.05, "approximate") == pytest.approx(
+        gbstats_rho_squared(0.05, tuning), rel=1e-14
+    )
 
 
 @pytest.mark.parametrize("test", METHODS)
@@ -288,8 +328,12 @@ def monitor_paths(
     planned_n: float,
     theta_0: float = 0.0,
     binary: bool = False,
+    min_n: int = DEFAULT_MIN_N,
 ) -> Paths:
-    """Both always-valid tests and the naive test at every look, with running min/intersection."""
+    """Both always-valid tests and the naive test at every look, with running min/intersection.
+
+    Looks with fewer than min_n in either arm are uninformative (p = 1, interval infinite), as
+    in the public functions."""
     (n_c, sum_c, sq_c), (n_t, sum_t, sq_t) = control, treatment
     mean_c, mean_t = sum_c / n_c, sum_t / n_t
     if binary:
@@ -298,65 +342,110 @@ def monitor_paths(
         var_c = (sq_c - sum_c * mean_c) / (n_c - 1)
         var_t = (sq_t - sum_t * mean_t) / (n_t - 1)
     d, v, t = mean_t - mean_c, var_c / n_c + var_t / n_t, n_c + n_t
+    early = np.minimum(n_c, n_t) < min_n  # per look
 
     tau2 = msprt_mixing_variance(v * t, planned_n, ALPHA)
     msprt_p = np.exp(-np.maximum(mixture_log_likelihood_ratio(d - theta_0, v, tau2), 0.0))
     msprt_radius = mixture_radius(v, tau2, ALPHA)
     rho2 = asymptotic_cs_rho_squared(planned_n, ALPHA)
     cs_radius = np.sqrt(v * t) * asymptotic_cs_margin(t, rho2, ALPHA)
-    cs_log_e = asymptotic_cs_log_evalue((d - theta_0) / np.sqrt(v), t, rho2)
+    cs_p = np.exp(-np.maximum(asymptotic_cs_log_evalue((d - theta_0) / np.sqrt(v), t, rho2), 0.0))
+    msprt_p[:, early], cs_p[:, early] = 1.0, 1.0
+    msprt_radius[:, early], cs_radius[:, early] = np.inf, np.inf
     return Paths(
         estimate=d,
         msprt_p=np.minimum.accumulate(msprt_p, axis=1),
         msprt_low=np.maximum.accumulate(d - msprt_radius, axis=1),
         msprt_high=np.minimum.accumulate(d + msprt_radius, axis=1),
-        cs_p=np.minimum.accumulate(np.exp(-np.maximum(cs_log_e, 0.0)), axis=1),
+        cs_p=np.minimum.accumulate(cs_p, axis=1),
         cs_low=np.maximum.accumulate(d - cs_radius, axis=1),
         cs_high=np.minimum.accumulate(d + cs_radius, axis=1),
         naive_p=2 * stats.norm.sf(np.abs(d - theta_0) / np.sqrt(v)),
     )
 
 
-REPLICATES, LOOKS = 2000, 50
-MC_SE = math.sqrt(ALPHA * (1 - ALPHA) / REPLICATES)  # 0.0049 at a true rate of alpha
-BOUND = ALPHA + 3 * MC_SE  # 0.0646; P(exceed | true rate = alpha) = 0.0013 (normal approx.)
+# Independent of the module: kappa = t tau^2 / (N* sigma2) = N* rho^2 for each method.
+LOG_INV_ALPHA = -math.log(ALPHA)
+KAPPA_MSPRT = 2 * LOG_INV_ALPHA + math.log(1 + 2 * LOG_INV_ALPHA)  # Howard et al. closed form
+KAPPA_CS = -special.lambertw(-(ALPHA**2) / math.e, k=-1).real - 1  # exact width minimiser
 
 
-def test_a_a_normal_monitored_every_batch_keeps_false_positives_below_alpha() -> None:
-    # 2,000 A/A experiments, 50 looks of 40 per arm (N* = 4,000 = the final total).
-    # Measured: mSPRT 0.017, CS 0.017 (the CS also misses 0 in 0.017), naive 0.318 (SE 0.010:
-    # the naive bound 0.2 is 11 SE below its rate, so it fails with probability < 1e-20 under
-    # another seed). The false-positive bounds are 9 SE above the measured 0.017.
+def exact_false_positive_rate(
+    total: FloatArray, smaller_arm: FloatArray, planned_n: float, kappa: float
+) -> float:
+    """P(some look rejects | H0) for known variances and a fixed allocation ratio.
+
+    With r = tau^2 / v = kappa t / N*, (1) >= 1/alpha exactly when |z| >= c with
+    c^2 = 2 (1 + r) / r (log(1/alpha) + log(1 + r) / 2): a deterministic two-sided z-boundary
+    per look (infinite below min_n). z at the looks is a Brownian motion observed at
+    information fractions t_k / t_K, so the group-sequential recursion (Jennison & Turnbull
+    ch. 19) gives the exact crossing probability.
+    """
+    r = kappa * total / planned_n
+    c = np.sqrt(2 * (1 + r) / r * (LOG_INV_ALPHA + 0.5 * np.log1p(r)))
+    c[smaller_arm < DEFAULT_MIN_N] = np.inf
+    crossing = boundary_crossing_probabilities(total / total[-1], c, -c)
+    return crossing.rejection
+
+
+def assert_matches_exact(simulated: float, exact: float, replicates: int) -> None:
+    """|simulated - exact| <= 3 Monte-Carlo SE (two-sided), and the exact rate is <= alpha."""
+    se = math.sqrt(exact * (1 - exact) / replicates)
+    assert exact <= ALPHA
+    assert abs(simulated - exact) <= 3 * se, (simulated, exact, se)
+
+
+REPLICATES, LOOKS = 10_000, 50
+MC_SE = math.sqrt(ALPHA * (1 - ALPHA) / REPLICATES)  # 0.0022 at a true rate of alpha
+# The A/A studies compare with the exact rate of the schedule (0.0132 mSPRT, 0.0135 CS; SE
+# 0.0011 at 10,000 replicates): a bug that moves the rate by ~0.0035 or more fails. Measured on
+# the normal study with deliberate bugs in the mSPRT: doubled alpha 0.0310 (+16 SE), without
+# the sqrt(v/(v + tau^2)) factor 0.0393 (+23 SE), kappa 10x too small 0.0 (-12 SE); all three
+# passed the old one-sided bound 0.0646. A correct procedure fails one two-sided
+# 3-SE check with probability 0.0027 (normal approximation).
+
+
+def test_a_a_normal_monitored_every_batch_matches_the_exact_false_positive_rate() -> None:
+    # 10,000 A/A experiments, 50 looks of 40 per arm (N* = 4,000 = the final total).
+    # Measured: mSPRT 0.0139, CS 0.0140 (exact 0.0132 / 0.0135 for known variances); the CS
+    # misses 0 in 0.0140; naive 0.323 (the bound 0.2 is 26 SE below its rate).
     rng = np.random.default_rng(20240601)
     control = normal_looks(rng, REPLICATES, LOOKS, 40, 1.0, 2.0)
     treatment = normal_looks(rng, REPLICATES, LOOKS, 40, 1.0, 2.0)
     paths = monitor_paths(control, treatment, planned_n=4000)
-    assert paths.ever_rejects(paths.msprt_p) <= BOUND
-    assert paths.ever_rejects(paths.cs_p) <= BOUND
-    assert paths.ever_misses(paths.cs_low, paths.cs_high, 0.0) <= BOUND
+    total, smaller = control[0] + treatment[0], np.minimum(control[0], treatment[0])
+    exact_msprt = exact_false_positive_rate(total, smaller, 4000, KAPPA_MSPRT)
+    exact_cs = exact_false_positive_rate(total, smaller, 4000, KAPPA_CS)
+    assert_matches_exact(paths.ever_rejects(paths.msprt_p), exact_msprt, REPLICATES)
+    assert_matches_exact(paths.ever_rejects(paths.cs_p), exact_cs, REPLICATES)
+    assert_matches_exact(paths.ever_misses(paths.cs_low, paths.cs_high, 0.0), exact_cs, REPLICATES)
     assert paths.ever_rejects(paths.naive_p) >= 0.2
     # The naive test is fine at one pre-planned look (0.05 +- 3 SE) - peeking is the problem.
     assert abs(float((paths.naive_p[:, -1] <= ALPHA).mean()) - ALPHA) <= 3 * MC_SE
 
 
-def test_a_a_binary_with_plug_in_variance_keeps_false_positives_below_alpha() -> None:
+def test_a_a_binary_with_plug_in_variance_matches_the_exact_false_positive_rate() -> None:
     # Conversion rate 10%, 50 looks of 100 per arm, binary=True (p(1 - p) plug-in).
-    # Measured: mSPRT 0.013, CS 0.013, naive 0.323 (0.054 at the last look alone).
+    # Measured: mSPRT 0.0136, CS 0.0139 (exact 0.0132 / 0.0135); naive 0.322.
     rng = np.random.default_rng(7)
     control = binary_looks(rng, REPLICATES, LOOKS, 100, 0.1)
     treatment = binary_looks(rng, REPLICATES, LOOKS, 100, 0.1)
     paths = monitor_paths(control, treatment, planned_n=10_000, binary=True)
-    assert paths.ever_rejects(paths.msprt_p) <= BOUND
-    assert paths.ever_rejects(paths.cs_p) <= BOUND
+    total, smaller = control[0] + treatment[0], np.minimum(control[0], treatment[0])
+    exact_msprt = exact_false_positive_rate(total, smaller, 10_000, KAPPA_MSPRT)
+    exact_cs = exact_false_positive_rate(total, smaller, 10_000, KAPPA_CS)
+    assert_matches_exact(paths.ever_rejects(paths.msprt_p), exact_msprt, REPLICATES)
+    assert_matches_exact(paths.ever_rejects(paths.cs_p), exact_cs, REPLICATES)
     assert paths.ever_rejects(paths.naive_p) >= 0.2
 
 
 def test_a_a_skewed_data_keeps_false_positives_below_alpha() -> None:
-    # Lognormal rewards (raw draws), 1,000 experiments, 50 looks of 20 per arm: the AsympCS is
-    # only asymptotically valid, and this checks small early looks. SE 0.0069 -> bound 0.0707.
-    # Measured: 0.012 for both, naive 0.337.
+    # Lognormal rewards (raw draws), 4,000 experiments, 50 looks of 20 per arm (the first look
+    # is below min_n): the AsympCS is only asymptotically valid, so this checks the bound
+    # alpha + 3 SE (0.0603), not the normal-theory exact rate. Measured: 0.0085 for both (exact
+    # normal-theory rate 0.0132: skewness makes this schedule conservative); naive 0.316.
     rng = np.random.default_rng(11)
-    replicates = 1000
+    replicates = 4000
     control = lognormal_looks(rng, replicates, LOOKS, 20)
     treatment = lognormal_looks(rng, replicates, LOOKS, 20)
     paths = monitor_paths(control, treatment, planned_n=2000)
@@ -368,17 +457,40 @@ def test_a_a_skewed_data_keeps_false_positives_below_alpha() -> None:
 
 def test_cs_covers_the_true_difference_at_every_look_with_unequal_arms() -> None:
     # Real effect 0.1, control N(1, 1) 60 per look, treatment N(1.1, 3^2) 20 per look (unequal
-    # allocation and variance). Coverage is uniform: a replicate fails if any look misses.
-    # Measured miss rate: CS 0.0185, mSPRT interval 0.018; the naive test at theta_0 = 0.1
-    # "rejects the truth" in 0.339 of the experiments.
+    # allocation and variance, but a fixed ratio). Coverage is uniform: a replicate fails if
+    # any look misses. The first look (20 treatment) is below min_n. Measured misses: CS 0.0148,
+    # mSPRT 0.0146 (exact 0.0135 / 0.0132); naive at theta_0 = 0.1: 0.347.
     rng = np.random.default_rng(3)
     control = normal_looks(rng, REPLICATES, LOOKS, 60, 1.0, 1.0)
     treatment = normal_looks(rng, REPLICATES, LOOKS, 20, 1.1, 3.0)
     paths = monitor_paths(control, treatment, planned_n=4000, theta_0=0.1)
-    assert paths.ever_misses(paths.cs_low, paths.cs_high, 0.1) <= BOUND
-    assert paths.ever_misses(paths.msprt_low, paths.msprt_high, 0.1) <= BOUND
-    assert paths.ever_rejects(paths.cs_p) <= BOUND  # p-values at the true theta_0
+    total, smaller = control[0] + treatment[0], np.minimum(control[0], treatment[0])
+    exact_msprt = exact_false_positive_rate(total, smaller, 4000, KAPPA_MSPRT)
+    exact_cs = exact_false_positive_rate(total, smaller, 4000, KAPPA_CS)
+    assert_matches_exact(paths.ever_misses(paths.cs_low, paths.cs_high, 0.1), exact_cs, REPLICATES)
+    assert_matches_exact(
+        paths.ever_misses(paths.msprt_low, paths.msprt_high, 0.1), exact_msprt, REPLICATES
+    )
+    assert_matches_exact(paths.ever_rejects(paths.cs_p), exact_cs, REPLICATES)
     assert paths.ever_rejects(paths.naive_p) >= 0.2
+
+
+def test_small_samples_keep_false_positives_below_alpha_with_the_default_min_n() -> None:
+    # The reviewer's case: normal A/A, a look every 2 observations per arm up to 200 per arm,
+    # N* = 20, 20,000 experiments. Without a minimum (min_n = 2) the rate is about 0.12 (the
+    # t-like tails of d / sqrt(v) with 1-3 degrees of freedom); with the default 30 it is
+    # about 0.014. Bound alpha + 3 SE = 0.0546. Measured: min_n 2: 0.119; 10: 0.028; 30:
+    # mSPRT 0.0147, CS 0.0143.
+    rng = np.random.default_rng(2718)
+    replicates = 20_000
+    bound = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / replicates)
+    control = normal_looks(rng, replicates, 100, 2, 0.0, 1.0)
+    treatment = normal_looks(rng, replicates, 100, 2, 0.0, 1.0)
+    paths = monitor_paths(control, treatment, planned_n=20)
+    assert paths.ever_rejects(paths.msprt_p) <= bound
+    assert paths.ever_rejects(paths.cs_p) <= bound
+    unprotected = monitor_paths(control, treatment, planned_n=20, min_n=2)
+    assert unprotected.ever_rejects(unprotected.msprt_p) > 2 * ALPHA  # what the default prevents
 
 
 def test_both_tests_eventually_detect_a_real_effect() -> None:
@@ -442,8 +554,8 @@ def test_swapping_arms_negates_estimate_and_interval_and_keeps_p_value(
     control: tuple[int, float, float], treatment: tuple[int, float, float], test: Test
 ) -> None:
     a, b = stats_from_moments(*control), stats_from_moments(*treatment)
-    forward = test(a, b, planned_n=5000)
-    backward = test(b, a, planned_n=5000)
+    forward = test(a, b, planned_n=5000, min_n=2)
+    backward = test(b, a, planned_n=5000, min_n=2)
     assert backward.estimate == pytest.approx(-forward.estimate, rel=1e-9, abs=1e-9)
     assert backward.ci_low == pytest.approx(-forward.ci_high, rel=1e-9, abs=1e-9)
     assert backward.ci_high == pytest.approx(-forward.ci_low, rel=1e-9, abs=1e-9)
@@ -465,13 +577,15 @@ def test_shifting_both_arms_changes_nothing_and_scaling_scales_the_interval(
     scale: float,
     test: Test,
 ) -> None:
-    base = test(stats_from_moments(*control), stats_from_moments(*treatment), planned_n=3000)
+    base = test(
+        stats_from_moments(*control), stats_from_moments(*treatment), planned_n=3000, min_n=2
+    )
 
     def transformed(arm: tuple[int, float, float]) -> SampleStats:
         n, mean, sd = arm
         return stats_from_moments(n, scale * mean + shift, scale * sd)
 
-    moved = test(transformed(control), transformed(treatment), planned_n=3000)
+    moved = test(transformed(control), transformed(treatment), planned_n=3000, min_n=2)
     # Rounding through sum(y^2) - n mean^2 limits agreement to ~1e-9 relative here.
     width = base.ci_high - base.ci_low
     assert moved.estimate == pytest.approx(scale * base.estimate, abs=1e-6 * scale * width)
@@ -531,13 +645,62 @@ def test_one_call_keeps_the_smaller_previous_p_value_and_the_narrower_interval()
     assert (result.ci_low, result.ci_high) == (earlier.ci_low, earlier.ci_high)
 
 
-def test_an_empty_intersection_reports_the_current_look() -> None:
+@pytest.mark.parametrize("test", METHODS)
+def test_an_empty_intersection_is_reported_as_a_failed_sequence_that_rejects(test: Test) -> None:
+    # An earlier look excluded 0 (its interval [0.3, 0.4]) and this look's interval contains 0
+    # and misses [0.3, 0.4]. The old code reported this look's interval and forgot the history,
+    # so reject could be True with theta_0 inside the interval.
     control = stats_from_moments(1000, 0.0, 1.0)
-    treatment = stats_from_moments(1000, 0.05, 1.0)
-    now = msprt(control, treatment, planned_n=4000)
-    disjoint = dataclasses.replace(now, ci_low=10.0, ci_high=11.0, n_control=10, n_treatment=10)
-    result = msprt(control, treatment, planned_n=4000, previous=disjoint)
-    assert (result.ci_low, result.ci_high) == (now.ci_low, now.ci_high)
+    treatment = stats_from_moments(1000, 0.01, 1.0)
+    now = test(control, treatment, planned_n=4000)
+    assert now.ci_low < 0.0 < now.ci_high < 0.3
+    earlier = dataclasses.replace(
+        now, ci_low=0.3, ci_high=0.4, p_value=0.01, reject=True, n_control=500, n_treatment=500
+    )
+    result = test(control, treatment, planned_n=4000, previous=earlier)
+    assert result.sequence_failed
+    assert result.ci_low > result.ci_high  # the empty set, kept, not replaced
+    assert result.reject
+    assert not result.ci_low <= 0.0 <= result.ci_high  # consistent with reject
+    # Once failed, always failed (the intersection cannot grow back).
+    later = test(
+        stats_from_moments(2000, 0.0, 1.0),
+        stats_from_moments(2000, 0.01, 1.0),
+        planned_n=4000,
+        previous=result,
+    )
+    assert later.sequence_failed
+    assert later.reject
+    assert later.ci_low > later.ci_high
+    assert not now.sequence_failed
+
+
+@pytest.mark.parametrize("test", METHODS)
+def test_sequence_failed_agrees_with_the_running_paths_in_simulation(test: Test) -> None:
+    # Every replicate whose vectorised running interval became empty is flagged by the public
+    # function, and its reject is True; no replicate rejects with theta_0 inside its interval.
+    rng = np.random.default_rng(8)
+    control = normal_looks(rng, 400, 20, 40, 0.0, 1.0)
+    treatment = normal_looks(rng, 400, 20, 40, 0.0, 1.0)
+    failures = 0
+    for replicate in range(400):
+        previous = None
+        for look in range(20):
+            previous = test(
+                SampleStats(
+                    40 * (look + 1), control[1][replicate, look], control[2][replicate, look]
+                ),
+                SampleStats(
+                    40 * (look + 1), treatment[1][replicate, look], treatment[2][replicate, look]
+                ),
+                planned_n=200,
+                previous=previous,
+            )
+            inside = previous.ci_low <= 0.0 <= previous.ci_high
+            assert not (previous.reject and inside)
+            assert previous.sequence_failed == (previous.ci_low > previous.ci_high)
+        failures += previous.sequence_failed
+    assert failures > 0  # the study does reach the empty state
 
 
 def test_binary_uses_the_plug_in_variance() -> None:
@@ -574,11 +737,9 @@ GOOD = stats_from_moments(100, 1.0, 1.0)
 @pytest.mark.parametrize(
     ("control", "treatment", "kwargs", "message"),
     [
-        (SampleStats(0, 0.0, 0.0), GOOD, {}, "the control arm has n=0; a sequential test needs"),
-        (GOOD, SampleStats(1, 2.0, 4.0), {}, "the treatment arm has n=1"),
         (
-            SampleStats.from_values([3.0] * 5),
-            SampleStats.from_values([4.0] * 9),
+            SampleStats.from_values([3.0] * 35),
+            SampleStats.from_values([4.0] * 39),
             {},
             "both arms have zero variance",
         ),
@@ -589,6 +750,15 @@ GOOD = stats_from_moments(100, 1.0, 1.0)
             "both arms have zero variance",
         ),
         (GOOD, GOOD, {"binary": True}, r"binary=True but the control arm is not 0/1"),
+        (  # refused below min_n as well: wrong data is not "too early"
+            SampleStats(5, 5.0, 7.0),
+            SampleStats.from_binary(5, 1),
+            {"binary": True},
+            r"binary=True but the control arm is not 0/1",
+        ),
+        (GOOD, GOOD, {"min_n": 1}, r"min_n must be an integer >= 2"),
+        (GOOD, GOOD, {"min_n": 30.5}, r"min_n must be an integer >= 2"),
+        (GOOD, GOOD, {"min_n": True}, r"min_n must be an integer >= 2"),
         (GOOD, GOOD, {"alpha": 0.0}, r"alpha must be in \(0, 1\), got 0.0"),
         (GOOD, GOOD, {"alpha": 1.0}, r"alpha must be in \(0, 1\), got 1.0"),
         (GOOD, GOOD, {"alpha": -0.1}, r"alpha must be in \(0, 1\)"),
@@ -610,12 +780,42 @@ def test_bad_inputs_raise_stats_input_error(
         test(control, treatment, **{"planned_n": 1000, **kwargs})
 
 
+@pytest.mark.parametrize("test", METHODS)
+@pytest.mark.parametrize(
+    ("control", "treatment"),
+    [
+        (SampleStats(0, 0.0, 0.0), GOOD),
+        (GOOD, SampleStats(1, 2.0, 4.0)),
+        (stats_from_moments(29, 0.0, 1.0), stats_from_moments(500, 5.0, 1.0)),
+        (SampleStats.from_values([3.0] * 5), SampleStats.from_values([4.0] * 9)),
+    ],
+)
+def test_looks_below_min_n_are_uninformative_not_errors(
+    test: Test, control: SampleStats, treatment: SampleStats
+) -> None:
+    result = test(control, treatment, planned_n=1000)
+    assert (result.p_value, result.reject, result.sequence_failed) == (1.0, False, False)
+    assert (result.ci_low, result.ci_high) == (-math.inf, math.inf)
+    assert result.min_n == DEFAULT_MIN_N == 30
+    # With both arms at min_n the (huge) difference of the third case is detected at once.
+    if control.n == 29:
+        grown = test(stats_from_moments(30, 0.0, 1.0), treatment, planned_n=1000)
+        assert grown.reject
+        assert grown.ci_low > 4.0
+        assert test(control, treatment, planned_n=1000, min_n=2).reject
+
+
 def test_previous_result_from_another_design_is_refused() -> None:
     previous = msprt(GOOD, GOOD, planned_n=1000)
     with pytest.raises(StatsInputError, match="previous result comes from another design"):
         asymptotic_cs(GOOD, GOOD, planned_n=1000, previous=previous)
     with pytest.raises(StatsInputError, match="previous result comes from another design"):
         msprt(GOOD, GOOD, planned_n=1000, alpha=0.1, previous=previous)
+    with pytest.raises(StatsInputError, match="previous result comes from another design"):
+        msprt(GOOD, GOOD, planned_n=1000, min_n=50, previous=previous)
+    cs = asymptotic_cs(GOOD, GOOD, planned_n=1000)
+    with pytest.raises(StatsInputError, match="previous result comes from another design"):
+        asymptotic_cs(GOOD, GOOD, planned_n=1000, rho="approximate", previous=cs)
 
 
 def test_looks_that_lose_observations_are_refused() -> None:
@@ -630,6 +830,14 @@ def test_monitor_refuses_an_unknown_method_and_a_bad_design_up_front() -> None:
         SequentialMonitor(method="bayes", planned_n=100)  # type: ignore[arg-type]
     with pytest.raises(StatsInputError, match="planned_n must be a positive"):
         SequentialMonitor(planned_n=0)
+    with pytest.raises(StatsInputError, match="rho must be 'exact' or 'approximate'"):
+        SequentialMonitor(method="asymptotic_cs", planned_n=100, rho="gbstats")  # type: ignore[arg-type]
+    with pytest.raises(StatsInputError, match="min_n must be an integer >= 2"):
+        SequentialMonitor(planned_n=100, min_n=0)
+    monitor = SequentialMonitor(method="asymptotic_cs", planned_n=100, rho="approximate", min_n=5)
+    result = monitor.update(GOOD, GOOD)
+    assert (result.rho, result.min_n) == ("approximate", 5)
+    assert result == asymptotic_cs(GOOD, GOOD, planned_n=100, rho="approximate", min_n=5)
 
 
 @pytest.mark.parametrize(
@@ -641,6 +849,7 @@ def test_monitor_refuses_an_unknown_method_and_a_bad_design_up_front() -> None:
         (lambda: asymptotic_cs_margin(10, 0.0, ALPHA), "rho_squared must be a positive"),
         (lambda: asymptotic_cs_margin(0, 0.1, ALPHA), "n must be positive"),
         (lambda: asymptotic_cs_rho_squared(100, 1.5), r"alpha must be in \(0, 1\)"),
+        (lambda: asymptotic_cs_rho_squared(100, 0.05, "x"), "rho must be 'exact' or"),  # type: ignore[arg-type]
         (lambda: msprt_mixing_variance(1.0, -1, ALPHA), "planned_n must be a positive"),
     ],
 )
