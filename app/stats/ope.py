@@ -31,6 +31,7 @@ docs/statistics/off-policy.md explains how to read all of it.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol
 
@@ -134,14 +135,15 @@ class OffPolicyEstimator(Protocol):
     ) -> PolicyValueEstimate: ...
 
 
-class _RoundwiseEstimator:
+class _RoundwiseEstimator(ABC):
     """An estimator that is the mean of per-round terms, with the CLT interval on them."""
 
     __slots__ = ()
     name: ClassVar[str]
 
+    @abstractmethod
     def round_values(self, log: LoggedFeedback) -> FloatArray:
-        raise NotImplementedError
+        """The per-round terms whose mean is the estimate (each subclass's definition)."""
 
     def weights(self, log: LoggedFeedback) -> FloatArray:
         return log.importance_weights()
