@@ -73,11 +73,10 @@ def report_data(seed: int) -> dict[str, MetricArms]:
 def engine_report(metrics: dict[str, MetricArms]) -> None:
     compare_report(metrics, correction="holm")
     for data in metrics.values():
-        binary = data.kind == "binary"
         planned = 2 * data.control.n
         for treatment in data.treatments.values():
-            sequential.msprt(data.control, treatment, planned_n=planned, binary=binary)
-            sequential.asymptotic_cs(data.control, treatment, planned_n=planned, binary=binary)
+            sequential.msprt(data.control, treatment, planned_n=planned, kind=data.kind)
+            sequential.asymptotic_cs(data.control, treatment, planned_n=planned, kind=data.kind)
         bayes_summary(data)
     first = next(iter(metrics.values()))
     counts = [first.control.n, *(s.n for s in first.treatments.values())]
@@ -85,11 +84,7 @@ def engine_report(metrics: dict[str, MetricArms]) -> None:
 
 
 def bayes_summary(data: MetricArms) -> None:
-    arms = [data.control, *data.treatments.values()]
-    if data.kind == "binary":
-        bayes.summarize_binary(arms)
-    else:
-        bayes.summarize_continuous(arms)
+    bayes.summarize([data.control, *data.treatments.values()], kind=data.kind)
 
 
 def pairwise_report(metrics: dict[str, MetricArms]) -> None:

@@ -47,6 +47,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import special
 
+from app.stats.common import MetricKind, check_binary, check_kind
 from app.stats.p_best import (
     LOG_CDF_FLOOR,
     MIN_RELATIVE_SD,
@@ -68,9 +69,6 @@ MAX_LOGIT_CELL = 0.5
 
 MAX_SPLIT = 64
 """A wide cell is split at most this many ways (only tails of shapes << 1 are that wide)."""
-
-BINARY_TOLERANCE = 1e-9
-"""Relative slack allowed between sum_squares and total for a 0/1 metric (rounding only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,18 +128,9 @@ def beta_posterior(
     """
     prior = BetaPrior() if prior is None else prior
     _require_arms(arms)
-    n, successes, squares = as_arrays(arms)
-    for i in range(n.size):
-        if not 0.0 <= successes[i] <= n[i]:
-            raise StatsInputError(
-                f"arm {i}: successes (total) must be in [0, n={n[i]:g}] for a binary metric, "
-                f"got {successes[i]:g}"
-            )
-        if abs(squares[i] - successes[i]) > BINARY_TOLERANCE * max(1.0, successes[i]):
-            raise StatsInputError(
-                f"arm {i} is not a binary metric: sum_squares ({squares[i]:g}) must equal total "
-                f"({successes[i]:g}) when every value is 0 or 1; use summarize_continuous"
-            )
+    for i, arm in enumerate(arms):
+        check_binary(f"arm {i}", arm)
+    n, successes, _ = as_arrays(arms)
     return prior.alpha + successes, prior.beta + (n - successes)
 
 
@@ -190,6 +179,29 @@ def summarize_continuous(
     """Bayesian summary of a continuous metric (Normal posterior of each mean)."""
     mean, sd = normal_posterior(arms)
     return summarize_normal(mean, sd, control=control, lower_is_better=lower_is_better)
+
+
+def summarize(
+    arms: Sequence[SampleStats],
+    *,
+    kind: MetricKind,
+    control: int = 0,
+    prior: BetaPrior | None = None,
+    lower_is_better: bool = False,
+) -> BayesianSummary:
+    """Bayesian summary of one metric of `kind`: `summarize_binary` or `summarize_continuous`.
+
+    `prior` is the Beta prior of a binary metric; a continuous metric has a flat prior, so
+    passing one with kind="continuous" is an error rather than silently ignored."""
+    kind = check_kind(kind)
+    if kind == "binary":
+        return summarize_binary(arms, control=control, prior=prior, lower_is_better=lower_is_better)
+    if prior is not None:
+        raise StatsInputError(
+            "prior is the Beta prior of a binary metric; a continuous metric uses a flat prior "
+            "(pass prior=None or kind='binary')"
+        )
+    return summarize_continuous(arms, control=control, lower_is_better=lower_is_better)
 
 
 def summarize_beta(

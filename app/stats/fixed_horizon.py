@@ -45,11 +45,17 @@ from statsmodels.stats.proportion import (
     samplesize_proportions_2indep_onetail,
 )
 
+from app.stats.common import Alternative as Alternative  # re-exported
+from app.stats.common import MetricKind as MetricKind  # re-exported
+from app.stats.common import (
+    check_alpha,
+    check_binary,
+    check_kind,
+    mean_variance,
+    mean_variances,
+)
 from app.stats.sufficient import FloatArray, SampleStats, StatsInputError, as_arrays
 
-MetricKind = Literal["continuous", "binary"]
-Alternative = Literal["two-sided", "greater", "less"]
-"""About treatment - control: "greater" means the treatment is expected to be higher."""
 Correction = Literal["holm", "fdr_bh", "bonferroni"]
 
 _SM_ALTERNATIVE = {"two-sided": "two-sided", "greater": "larger", "less": "smaller"}
@@ -123,13 +129,12 @@ def compare_to_control(
     Raises StatsInputError, naming the arm, for an empty arm, an arm too small for a
     variance, a binary metric whose statistics are not those of 0/1 values, or an arm that
     has zero variance together with the control (there is then no noise to test against)."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     if alternative not in _SM_ALTERNATIVE:
         raise StatsInputError(
             f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}"
         )
-    if kind not in _TESTS:
-        raise StatsInputError(f"kind must be 'continuous' or 'binary', got {kind!r}")
+    kind = check_kind(kind)
     if len(treatments) == 0:
         raise StatsInputError("there is no treatment arm to compare with the control")
     sm_alternative = _SM_ALTERNATIVE[alternative]
@@ -139,12 +144,14 @@ def compare_to_control(
         check(f"treatment arm {i}", arm)
     n_t, total_t, _ = as_arrays(treatments)
     mean_t = total_t / n_t
+    mean_c = control.mean
+    # Welch's s^2 / n for continuous metrics; for binary ones the binomial p(1 - p) / n
+    # (maximum likelihood, as in the z-test), not SampleStats.variance, which divides by n - 1.
+    var_mean_c = mean_variance(control, kind)
+    var_mean_t = mean_variances(treatments, kind)
+    _check_some_variance(var_mean_c, var_mean_t)
 
     if kind == "continuous":
-        mean_c = control.mean
-        var_mean_c = control.variance / control.n
-        var_mean_t = np.array([arm.variance for arm in treatments]) / n_t
-        _check_some_variance(var_mean_c, var_mean_t)
         # Welch-Satterthwaite degrees of freedom (Satterthwaite 1946; Welch 1947), as
         # (v_c + v_t)^2 / (v_c^2/(n_c - 1) + v_t^2/(n_t - 1)) written with the shares
         # w = v / (v_c + v_t), which cannot overflow or underflow. Written out because
@@ -156,12 +163,6 @@ def compare_to_control(
         se_diff = np.sqrt(var_diff)
         se_null = se_diff
     else:
-        mean_c = control.mean
-        # Binomial variance of a proportion, p(1 - p)/n (maximum likelihood, as in the
-        # z-test), not SampleStats.variance, which divides by n - 1.
-        var_mean_c = mean_c * (1.0 - mean_c) / control.n
-        var_mean_t = mean_t * (1.0 - mean_t) / n_t
-        _check_some_variance(var_mean_c, var_mean_t)
         dof = None
         se_diff = np.sqrt(var_mean_c + var_mean_t)
         # Pooled standard error under H0: p_c = p_t. Written out because statsmodels'
@@ -259,11 +260,6 @@ def _effects(
     ]
 
 
-def _check_alpha(alpha: float) -> None:
-    if not 0.0 < alpha < 1.0:
-        raise StatsInputError(f"alpha must be in (0, 1), got {alpha}")
-
-
 def _check_continuous(name: str, arm: SampleStats) -> None:
     if arm.n == 0:
         raise StatsInputError(f"{name} is empty (n = 0): it has no mean to compare")
@@ -274,12 +270,7 @@ def _check_continuous(name: str, arm: SampleStats) -> None:
 def _check_binary(name: str, arm: SampleStats) -> None:
     if arm.n == 0:
         raise StatsInputError(f"{name} is empty (n = 0): it has no rate to compare")
-    if arm.sum_squares != arm.total or not 0.0 <= arm.total <= arm.n:
-        raise StatsInputError(
-            f"{name} does not hold 0/1 values: a binary metric needs 0 <= total <= n and "
-            f"sum_squares == total, got n={arm.n}, total={arm.total}, "
-            f"sum_squares={arm.sum_squares} (use kind='continuous' for other metrics)"
-        )
+    check_binary(name, arm)
 
 
 def _check_some_variance(var_mean_c: float, var_mean_t: FloatArray) -> None:
@@ -313,7 +304,7 @@ def adjust_p_values(
     gives the same numbers (the tests check it) but its Holm branch calls gc.collect(), which
     takes 15-80 ms in a process that has imported pandas and statsmodels (more, the larger
     the heap): over the whole budget of a report."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     if method not in _CORRECTIONS:
         raise StatsInputError(f"method must be one of {', '.join(_CORRECTIONS)}, got {method!r}")
     p = np.asarray(p_values, dtype=np.float64).ravel()
@@ -594,7 +585,7 @@ def _check_direction(diff: float, alternative: Alternative) -> None:
 
 
 def _check_design(alpha: float, power: float | None, ratio: float) -> None:
-    _check_alpha(alpha)
+    check_alpha(alpha)
     if power is not None and not alpha < power < 1.0:
         raise StatsInputError(f"power must be in (alpha, 1) = ({alpha}, 1), got {power}")
     if not (math.isfinite(ratio) and ratio > 0.0):

@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize, special
 
+from app.stats.common import check_alpha
 from app.stats.sufficient import StatsInputError
 
 FloatArray = npt.NDArray[np.float64]
@@ -104,7 +105,7 @@ def spending_function(kind: str, alpha: float, rho: float | None = None) -> Spen
     Returns:
         f(t) for fractions t in [0, 1], increasing from f(0) = 0 to f(1) = alpha.
     """
-    alpha = _check_alpha(alpha)
+    alpha = check_alpha(alpha)
     _check_rho(kind, rho)
     if kind == "obrien_fleming":
         # Lan & DeMets (1983): alpha*_1(t) = 2 - 2 Phi(z_{1-alpha/2} / sqrt(t)).
@@ -213,7 +214,7 @@ class GroupSequentialDesign:
             rho: the power family's exponent (alpha t^rho), > 0.
         """
         t = _information_fractions(looks)
-        alpha = _check_alpha(alpha)
+        alpha = check_alpha(alpha)
         sides = _check_sides(sides)
         cumulative = sides * spending_function(spending, alpha / sides, rho)(t)
         cumulative[-1] = alpha  # exactly: alpha(1) = alpha up to the last bit
@@ -262,7 +263,7 @@ class GroupSequentialDesign:
             delta: the Wang-Tsiatis shape, in [0, 1/2]; only for kind="wang_tsiatis".
         """
         t = _information_fractions(looks)
-        alpha = _check_alpha(alpha)
+        alpha = check_alpha(alpha)
         sides = _check_sides(sides)
         shape = t ** (_classical_delta(kind, delta) - 0.5)
 
@@ -494,13 +495,6 @@ def _spending_domain(t: npt.ArrayLike) -> FloatArray:
     if not ((fractions >= 0.0) & (fractions <= 1.0)).all():
         raise StatsInputError("a spending function takes information fractions in [0, 1]")
     return fractions
-
-
-def _check_alpha(alpha: float) -> float:
-    alpha = _finite("alpha", alpha)
-    if not 0.0 < alpha < 1.0:
-        raise StatsInputError(f"alpha must be in (0, 1), got {alpha:g}")
-    return alpha
 
 
 def _check_sides(sides: int) -> int:

@@ -40,6 +40,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import special
 
+from app.stats.sequential import asymptotic_cs_margin, asymptotic_cs_rho_squared
 from app.stats.sufficient import StatsInputError
 
 FloatArray = npt.NDArray[np.float64]
@@ -114,10 +115,10 @@ class PolicyValueEstimate:
     """A point estimate of V(pi) with a (1 - alpha) normal-approximation CI."""
 
     estimator: str
-    value: float
+    estimate: float
     std_error: float
-    lower: float
-    upper: float
+    ci_low: float
+    ci_high: float
     alpha: float
     n: int
     effective_sample_size: float
@@ -253,7 +254,7 @@ def effective_sample_size(weights: npt.ArrayLike) -> float:
 class ConfidenceSequence:
     """Bounds on V(pi) after each logged round, valid simultaneously for every round.
 
-    `estimate` is the running (unclipped) IPS estimate; lower[t] <= V(pi) <= upper[t] holds for
+    `estimate` is the running (unclipped) IPS estimate; cs_low[t] <= V(pi) <= cs_high[t] holds for
     all t at once with probability >= 1 - alpha, so the bounds may be read after every batch
     and acted on at any time.
     """
@@ -261,8 +262,8 @@ class ConfidenceSequence:
     method: str
     alpha: float
     estimate: FloatArray
-    lower: FloatArray
-    upper: FloatArray
+    cs_low: FloatArray
+    cs_high: FloatArray
 
 
 def ips_confidence_sequence(
@@ -298,14 +299,17 @@ def ips_confidence_sequence(
     method="asymptotic" is the Gaussian-mixture asymptotic CS of Waudby-Smith, Arbour, Sinha,
     Kennedy & Ramdas (2024, "Time-uniform central limit theory and asymptotic confidence
     sequences"): running mean +- sd_t sqrt(2 (t rho^2 + 1) / (t^2 rho^2) log(sqrt(t rho^2 + 1)
-    / alpha)), tuned to be tightest at t = planned_n, which is required and must be fixed in
-    advance. It needs no reward bound but holds only as t grows: its martingale version needs
-    Lindeberg-type terms, which bounded weights (a propensity floor p_min: w <= 1 / p_min) and
-    bounded rewards give. It covers the running average of the per-round values. Its
-    small-sample miscoverage is large (16-31% from round 1 at alpha 5% in our simulations), so
-    rounds before `min_rounds` (default ASYMPTOTIC_MIN_ROUNDS = 500, measured for propensity
-    floors >= 0.05; raise it for smaller floors) get (-inf, inf), as do rounds whose terms have
-    had no variance yet. `min_rounds` is ignored by the empirical-Bernstein method.
+    / alpha)) with the closed-form rho^2 = (-2 log alpha + log(1 - 2 log alpha)) / planned_n
+    (`asymptotic_cs_rho_squared(planned_n, alpha, "approximate")` in sequential.py, which also
+    gives the boundary), nearly the tightest possible at t = planned_n. planned_n is required
+    and must be fixed in advance. It needs no reward bound but holds only as t grows: its
+    martingale version needs Lindeberg-type terms, which bounded weights (a propensity floor
+    p_min: w <= 1 / p_min) and bounded rewards give. It covers the running average of the
+    per-round values. Its small-sample miscoverage is large (16-31% from round 1 at alpha 5% in
+    our simulations), so rounds before `min_rounds` (default ASYMPTOTIC_MIN_ROUNDS = 500,
+    measured for propensity floors >= 0.05; raise it for smaller floors) get (-inf, inf), as do
+    rounds whose terms have had no variance yet. `min_rounds` is ignored by the
+    empirical-Bernstein method.
     """
     _require_alpha(alpha)
     if planned_n is not None and (isinstance(planned_n, bool) or not planned_n >= 1):
@@ -338,6 +342,11 @@ def ips_confidence_sequence(
                 "the asymptotic CS needs planned_n, the number of rounds it is tuned for, fixed "
                 "before the data are seen (deriving it from the log at each look voids validity)"
             )
+        if not math.isfinite(planned_n):
+            raise StatsInputError(
+                "the asymptotic CS needs a finite planned_n (rounds it is tuned for), "
+                f"got {planned_n}"
+            )
         half_width = _asymptotic_half_width(terms, alpha, planned_n)
         half_width[: int(min_rounds) - 1] = np.inf  # too early for the asymptotics to hold
         lower, upper = estimate - half_width, estimate + half_width
@@ -357,10 +366,10 @@ class ArmValues:
     With `simultaneous` the K confidence sequences hold together with probability >= 1 - alpha
     (Bonferroni, alpha / K each), so `beats()` may be read after every batch.
 
-    An arm with no pulls has no data: its `value` is None (`<NA>` in `to_frame()`), and its
+    An arm with no pulls has no data: its `estimate` is None (`<NA>` in `to_frame()`), and its
     std_error is inf and its CI and CS are (-inf, inf), which `beats()` never ranks. Other
     undefined statistics use the same uninformative infinities, never NaN or 0: an arm whose IPS
-    terms are all equal (e.g. every reward 0) keeps its value and CS but gets std_error inf
+    terms are all equal (e.g. every reward 0) keeps its estimate and CS but gets std_error inf
     and CI (-inf, inf), since its sampling error cannot be estimated.
     """
 
@@ -368,17 +377,17 @@ class ArmValues:
     alpha: float
     simultaneous: bool
     pulls: IntArray
-    value: tuple[float | None, ...]
+    estimate: tuple[float | None, ...]
     std_error: FloatArray
-    ci_lower: FloatArray
-    ci_upper: FloatArray
-    cs_lower: FloatArray
-    cs_upper: FloatArray
+    ci_low: FloatArray
+    ci_high: FloatArray
+    cs_low: FloatArray
+    cs_high: FloatArray
     effective_sample_size: FloatArray
 
     @property
     def available(self) -> BoolArray:
-        """available[a]: arm a was pulled at least once, so it has a value to report."""
+        """available[a]: arm a was pulled at least once, so it has an estimate to report."""
         result: BoolArray = self.pulls > 0
         return result
 
@@ -388,19 +397,19 @@ class ArmValues:
         An arm without data beats nothing and is beaten by nothing.
         """
         both = self.available[:, None] & self.available[None, :]
-        result: BoolArray = both & (self.cs_lower[:, None] > self.cs_upper[None, :])
+        result: BoolArray = both & (self.cs_low[:, None] > self.cs_high[None, :])
         return result
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
             {
                 "pulls": self.pulls,
-                "value": pd.array(self.value, dtype="Float64"),
+                "estimate": pd.array(self.estimate, dtype="Float64"),
                 "std_error": self.std_error,
-                "ci_lower": self.ci_lower,
-                "ci_upper": self.ci_upper,
-                "cs_lower": self.cs_lower,
-                "cs_upper": self.cs_upper,
+                "ci_low": self.ci_low,
+                "ci_high": self.ci_high,
+                "cs_low": self.cs_low,
+                "cs_high": self.cs_high,
                 "effective_sample_size": self.effective_sample_size,
             }
         ).rename_axis("arm")
@@ -435,7 +444,7 @@ def arm_values(
     level = alpha / n_arms if simultaneous else alpha
     _require_interval_data(action.size, level)
     pulls = np.bincount(action, minlength=n_arms).astype(np.int64)
-    values: list[float | None] = []
+    estimates: list[float | None] = []
     unavailable = (math.inf, -math.inf, math.inf, -math.inf, math.inf, 0.0)
     rows = np.array([unavailable] * n_arms).T  # std_error, ci, cs, ess; overwritten if pulled
     for arm in range(n_arms):
@@ -450,27 +459,27 @@ def arm_values(
             min_rounds=min_rounds,
         )
         if pulls[arm] == 0:
-            values.append(None)
+            estimates.append(None)
             continue
         ips = InversePropensityScore()
-        values.append(ips.estimate_policy_value(log))
-        rows[3:, arm] = (cs.lower[-1], cs.upper[-1], effective_sample_size(chosen / propensity))
+        estimates.append(ips.estimate_policy_value(log))
+        rows[3:, arm] = (cs.cs_low[-1], cs.cs_high[-1], effective_sample_size(chosen / propensity))
         if _varies(ips.round_values(log)):
             fixed = ips.estimate_interval(log, alpha=level)
-            rows[:3, arm] = (fixed.std_error, fixed.lower, fixed.upper)
+            rows[:3, arm] = (fixed.std_error, fixed.ci_low, fixed.ci_high)
     pulls.flags.writeable = False
-    std_error, ci_lower, ci_upper, cs_lower, cs_upper, ess = (_read_only(r) for r in rows)
+    std_error, ci_low, ci_high, cs_low, cs_high, ess = (_read_only(r) for r in rows)
     return ArmValues(
         method=method,
         alpha=alpha,
         simultaneous=simultaneous,
         pulls=pulls,
-        value=tuple(values),
+        estimate=tuple(estimates),
         std_error=std_error,
-        ci_lower=ci_lower,
-        ci_upper=ci_upper,
-        cs_lower=cs_lower,
-        cs_upper=cs_upper,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        cs_low=cs_low,
+        cs_high=cs_high,
         effective_sample_size=ess,
     )
 
@@ -508,8 +517,13 @@ def _eb_lower_bound(x: FloatArray, alpha: float, planned_n: int | None) -> Float
 def _asymptotic_half_width(terms: FloatArray, alpha: float, planned_n: int) -> FloatArray:
     """Half-width of the Gaussian-mixture asymptotic CS (Waudby-Smith et al. 2024).
 
-    rho^2 = (-2 log alpha + log(-2 log alpha + 1)) / planned_n minimises the width at
-    t = planned_n (the value in the paper and in its reference code).
+    The running standard deviation of the terms times sequential.py's unit-variance boundary
+    `asymptotic_cs_margin`, with rho^2 from `asymptotic_cs_rho_squared(planned_n, alpha,
+    "approximate")`: the closed form rho^2 = (-2 log alpha + log(1 - 2 log alpha)) / planned_n
+    (the paper's v7 eq. 161, gbstats' choice). That is one fixed-point step towards the exact
+    width minimiser at t = planned_n (rule "exact"), not the minimiser itself. It is kept so
+    results do not change; its width at planned_n exceeds the minimum by 0.003% at alpha = 0.05
+    (0.02% at alpha = 0.2).
     """
     t = np.arange(1, terms.size + 1, dtype=np.float64)
     # Running variance around a fixed shift (the overall mean) to limit cancellation.
@@ -517,11 +531,8 @@ def _asymptotic_half_width(terms: FloatArray, alpha: float, planned_n: int) -> F
     mean = np.cumsum(centred) / t
     second_moment = np.cumsum(centred**2) / t
     variance = np.maximum(second_moment - mean**2, 0.0)
-    rho2 = (-2.0 * math.log(alpha) + math.log(-2.0 * math.log(alpha) + 1.0)) / planned_n
-    scale = np.sqrt(
-        2.0 * (t * rho2 + 1.0) / (t**2 * rho2) * np.log(np.sqrt(t * rho2 + 1.0) / alpha)
-    )
-    half_width: FloatArray = np.sqrt(variance) * scale
+    rho2 = asymptotic_cs_rho_squared(planned_n, alpha, "approximate")
+    half_width: FloatArray = np.sqrt(variance) * asymptotic_cs_margin(t, rho2, alpha)
     # All terms so far equal (up to rounding): no variance estimate yet, so no bound either.
     half_width[variance <= 1e-12 * second_moment] = np.inf
     return half_width
@@ -533,10 +544,10 @@ def _estimate(
     z = float(special.ndtri(1.0 - alpha / 2.0))
     return PolicyValueEstimate(
         estimator=name,
-        value=value,
+        estimate=value,
         std_error=std_error,
-        lower=value - z * std_error,
-        upper=value + z * std_error,
+        ci_low=value - z * std_error,
+        ci_high=value + z * std_error,
         alpha=alpha,
         n=log.n,
         effective_sample_size=effective_sample_size(w),

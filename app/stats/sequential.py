@@ -9,7 +9,7 @@ the last. Both take the cumulative `SampleStats` of each arm, as the service agg
 Notation (treatment minus control). At a look with n_c, n_t observations:
 
     d = mean_t - mean_c                       the estimate
-    v = s_t^2 / n_t + s_c^2 / n_c             its variance (Welch); s^2 = p(1 - p) if binary
+    v = s_t^2 / n_t + s_c^2 / n_c             its variance (Welch); s^2 = p(1 - p) if kind="binary"
     t = n_c + n_t                             time, counted in observations of either arm
     sigma2 = v * t                            variance per observation (the planning scale)
 
@@ -85,6 +85,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
+from app.stats.common import MetricKind, check_alpha, check_binary, check_kind, mean_variance
 from app.stats.sufficient import SampleStats, StatsInputError
 
 FloatArray = npt.NDArray[np.float64]
@@ -93,9 +94,6 @@ RhoRule = Literal["exact", "approximate"]
 
 DEFAULT_MIN_N = 30
 """Observations per arm before a look may reject (see the module docstring and the docs)."""
-
-BINARY_TOLERANCE = 1e-9
-"""Relative slack when checking that a binary metric has sum(y^2) == sum(y)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +148,7 @@ def msprt_mixing_variance(
         planned_n: N*, the planned total sample size over both arms.
         alpha: the significance level the test is run at.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     _check_planned_n(planned_n)
     sigma2 = _positive_array(unit_variance, "unit_variance")
     log_inv_alpha = -math.log(alpha)
@@ -179,7 +177,7 @@ def mixture_radius(
     variance: npt.ArrayLike, mixing_variance: npt.ArrayLike, alpha: float
 ) -> FloatArray:
     """Half-width of the mSPRT's always-valid interval (3): {theta_0 : Lambda < 1/alpha}."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     v = _positive_array(variance, "variance")
     tau2 = _positive_array(mixing_variance, "mixing_variance")
     # Solve (1) = log(1/alpha) for (d - theta_0)^2 (module docstring, eq. 3).
@@ -200,7 +198,7 @@ def asymptotic_cs_rho_squared(planned_n: float, alpha: float, rule: RhoRule = "e
     the same equation; drconfseq's `best_rho2_exact` uses -alpha^2 exp(alpha^2 - 1) inside W,
     which moves rho^2 by 0.03% at alpha = 0.05 and the width at N* by less than 1e-7.)
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     _check_planned_n(planned_n)
     _check_rho(rule)
     if rule == "approximate":
@@ -216,7 +214,7 @@ def asymptotic_cs_margin(n: npt.ArrayLike, rho_squared: float, alpha: float) -> 
     sqrt( 2 (t rho^2 + 1) / (t^2 rho^2) * log( sqrt(t rho^2 + 1) / alpha ) ); drconfseq calls
     it `std_conjmix_margin`. Multiply by sigma_hat (per-observation standard deviation).
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     t = _positive_array(n, "n")
     if not (math.isfinite(rho_squared) and rho_squared > 0):
         raise StatsInputError(f"rho_squared must be a positive number, got {rho_squared}")
@@ -253,7 +251,7 @@ def msprt(
     planned_n: float,
     alpha: float = 0.05,
     theta_0: float = 0.0,
-    binary: bool = False,
+    kind: MetricKind = "continuous",
     min_n: int = DEFAULT_MIN_N,
     previous: SequentialResult | None = None,
 ) -> SequentialResult:
@@ -264,14 +262,15 @@ def msprt(
         planned_n: N*, the total sample size (both arms) the test should be most sensitive at.
         alpha: significance level; the running false-positive rate stays <= alpha.
         theta_0: the null difference.
-        binary: the metric is 0/1: use the plug-in variance p(1 - p) of each arm.
+        kind: "continuous" (Welch variance s^2 / n per arm) or "binary" (the metric is 0/1:
+            the plug-in variance p(1 - p) / n per arm; non-0/1 statistics are refused).
         min_n: observations per arm (at least 2) before a look may reject; below it the look is
             uninformative (p_value 1, interval (-inf, inf)) instead of an error.
         previous: this test's result at the previous look, to continue the running minimum
             p-value (2) and the intersection of intervals (3). None starts afresh.
     """
-    _check_design(alpha, planned_n, theta_0, min_n)
-    look = _look(control, treatment, binary, min_n)
+    kind = _check_design(alpha, planned_n, theta_0, min_n, kind)
+    look = _look(control, treatment, kind, min_n)
     if look.informative:
         tau2 = float(msprt_mixing_variance(look.variance * look.t, planned_n, alpha))
         log_lambda = float(
@@ -303,7 +302,7 @@ def asymptotic_cs(
     planned_n: float,
     alpha: float = 0.05,
     theta_0: float = 0.0,
-    binary: bool = False,
+    kind: MetricKind = "continuous",
     min_n: int = DEFAULT_MIN_N,
     rho: RhoRule = "exact",
     previous: SequentialResult | None = None,
@@ -316,9 +315,9 @@ def asymptotic_cs(
     161's closed form (gbstats' choice); see `asymptotic_cs_rho_squared`. Other arguments as
     for `msprt`; `previous` turns on the running intersection / minimum.
     """
-    _check_design(alpha, planned_n, theta_0, min_n)
+    kind = _check_design(alpha, planned_n, theta_0, min_n, kind)
     _check_rho(rho)
-    look = _look(control, treatment, binary, min_n)
+    look = _look(control, treatment, kind, min_n)
     if look.informative:
         rho2 = asymptotic_cs_rho_squared(planned_n, alpha, rho)
         sigma_hat = math.sqrt(look.variance * look.t)
@@ -358,20 +357,20 @@ class SequentialMonitor:
         planned_n: float,
         alpha: float = 0.05,
         theta_0: float = 0.0,
-        binary: bool = False,
+        kind: MetricKind = "continuous",
         running: bool = True,
         min_n: int = DEFAULT_MIN_N,
         rho: RhoRule = "exact",
     ) -> None:
         if method not in ("msprt", "asymptotic_cs"):
             raise StatsInputError(f"method must be 'msprt' or 'asymptotic_cs', got {method!r}")
-        _check_design(alpha, planned_n, theta_0, min_n)
+        kind = _check_design(alpha, planned_n, theta_0, min_n, kind)
         _check_rho(rho)
         self.method: Method = method
         self.planned_n = planned_n
         self.alpha = alpha
         self.theta_0 = theta_0
-        self.binary = binary
+        self.kind: MetricKind = kind
         self.running = running
         self.min_n = min_n
         self.rho: RhoRule = rho
@@ -391,7 +390,7 @@ class SequentialMonitor:
             "planned_n": self.planned_n,
             "alpha": self.alpha,
             "theta_0": self.theta_0,
-            "binary": self.binary,
+            "kind": self.kind,
             "min_n": self.min_n,
             "previous": previous,
         }
@@ -422,46 +421,27 @@ class _Look:
     informative: bool
 
 
-def _look(control: SampleStats, treatment: SampleStats, binary: bool, min_n: int) -> _Look:
+def _look(control: SampleStats, treatment: SampleStats, kind: MetricKind, min_n: int) -> _Look:
     """(d, v, t) of the look; below min_n per arm only what can be computed (else NaN)."""
-    if binary:  # refuse non-0/1 data whatever the sample size
-        _check_binary(control, "control")
-        _check_binary(treatment, "treatment")
+    if kind == "binary":  # refuse non-0/1 data whatever the sample size
+        check_binary("the control arm", control)
+        check_binary("the treatment arm", treatment)
     t = control.n + treatment.n
     if min(control.n, treatment.n) < min_n:
         estimate = treatment.mean - control.mean if control.n and treatment.n else math.nan
         variance = math.nan
         if control.n >= 2 and treatment.n >= 2:
-            var_c = _arm_variance(control, binary)
-            var_t = _arm_variance(treatment, binary)
-            variance = var_c / control.n + var_t / treatment.n
+            variance = mean_variance(control, kind) + mean_variance(treatment, kind)
         return _Look(estimate, variance, t, informative=False)
-    var_c = _arm_variance(control, binary)
-    var_t = _arm_variance(treatment, binary)
+    # Welch's s^2 / n per arm, or Johari et al.'s Bernoulli plug-in p(1 - p) / n if binary.
+    var_c = mean_variance(control, kind)
+    var_t = mean_variance(treatment, kind)
     if var_c == 0.0 and var_t == 0.0:
         raise StatsInputError(
             "both arms have zero variance (every value in each arm is the same), so the "
             "difference has no sampling variability to test against; wait for more data"
         )
-    variance = var_c / control.n + var_t / treatment.n
-    return _Look(treatment.mean - control.mean, variance, t, informative=True)
-
-
-def _arm_variance(stats: SampleStats, binary: bool) -> float:
-    if not binary:
-        return stats.variance
-    p = stats.total / stats.n
-    return p * (1.0 - p)  # Johari et al.: Bernoulli plug-in variance
-
-
-def _check_binary(stats: SampleStats, arm: str) -> None:
-    slack = BINARY_TOLERANCE * max(1.0, stats.total)
-    if abs(stats.sum_squares - stats.total) > slack or not 0 <= stats.total <= stats.n:
-        raise StatsInputError(
-            f"binary=True but the {arm} arm is not 0/1 data (n={stats.n}, "
-            f"sum={stats.total}, sum of squares={stats.sum_squares}); build it with "
-            "SampleStats.from_binary or pass binary=False"
-        )
+    return _Look(treatment.mean - control.mean, var_c + var_t, t, informative=True)
 
 
 def _result(
@@ -553,8 +533,10 @@ def _check_cumulative(
         )
 
 
-def _check_design(alpha: float, planned_n: float, theta_0: float, min_n: int) -> None:
-    _check_alpha(alpha)
+def _check_design(
+    alpha: float, planned_n: float, theta_0: float, min_n: int, kind: str
+) -> MetricKind:
+    check_alpha(alpha)
     _check_planned_n(planned_n)
     if not math.isfinite(theta_0):
         raise StatsInputError(f"theta_0 must be a finite number, got {theta_0}")
@@ -562,16 +544,12 @@ def _check_design(alpha: float, planned_n: float, theta_0: float, min_n: int) ->
         raise StatsInputError(
             f"min_n must be an integer >= 2 (a variance needs 2 observations), got {min_n!r}"
         )
+    return check_kind(kind)
 
 
 def _check_rho(rho: str) -> None:
     if rho not in ("exact", "approximate"):
         raise StatsInputError(f"rho must be 'exact' or 'approximate', got {rho!r}")
-
-
-def _check_alpha(alpha: float) -> None:
-    if not 0.0 < alpha < 1.0:  # also rejects NaN
-        raise StatsInputError(f"alpha must be in (0, 1), got {alpha}")
 
 
 def _check_planned_n(planned_n: float) -> None:

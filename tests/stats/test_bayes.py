@@ -15,6 +15,7 @@ import itertools
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +25,7 @@ from app.stats.bayes import (
     BetaPrior,
     beta_posterior,
     normal_posterior,
+    summarize,
     summarize_beta,
     summarize_binary,
     summarize_continuous,
@@ -371,7 +373,7 @@ def test_summary_arrays_are_read_only_and_tabulate() -> None:
         ),
         (
             lambda: summarize_binary([SampleStats(3, 5.0, 9.0)]),  # y = 1, 2, 2
-            "arm 0: successes (total) must be in [0, n=3] for a binary metric, got 5",
+            "arm 0 is not a binary metric: total (successes) must be in [0, n=3], got 5",
         ),
         (
             lambda: summarize_beta([1, 2], [1, 2], control=2),
@@ -385,9 +387,36 @@ def test_summary_arrays_are_read_only_and_tabulate() -> None:
             "cannot be resolved in double precision",
         ),
         (lambda: BetaPrior(0.0, 1.0), "prior alpha must be finite and > 0, got 0.0"),
+        (
+            lambda: summarize([SampleStats.from_binary(10, 1)], kind="count"),  # type: ignore[arg-type]
+            "kind must be 'continuous' or 'binary', got 'count'",
+        ),
+        (
+            lambda: summarize(
+                [SampleStats.from_values([1.0, 2.0])] * 2, kind="continuous", prior=BetaPrior()
+            ),
+            "prior is the Beta prior of a binary metric",
+        ),
     ],
 )
 def test_bad_input_raises_an_actionable_error(call: object, message: str) -> None:
     with pytest.raises(StatsInputError) as error:
         call()  # type: ignore[operator]
     assert message in str(error.value)
+
+
+def test_summarize_dispatches_on_the_metric_kind() -> None:
+    binary_arms = [SampleStats.from_binary(1000, 100), SampleStats.from_binary(1000, 130)]
+    prior = BetaPrior(2.0, 5.0)
+    pd.testing.assert_frame_equal(
+        summarize(binary_arms, kind="binary", control=1, prior=prior).to_frame(),
+        summarize_binary(binary_arms, control=1, prior=prior).to_frame(),
+    )
+    continuous_arms = [
+        SampleStats.from_values([1.0, 2.0, 4.0, 8.0]),
+        SampleStats.from_values([2.0, 3.0, 5.0, 9.0]),
+    ]
+    pd.testing.assert_frame_equal(
+        summarize(continuous_arms, kind="continuous", lower_is_better=True).to_frame(),
+        summarize_continuous(continuous_arms, lower_is_better=True).to_frame(),
+    )

@@ -385,7 +385,7 @@ CONSTANT = SampleStats.from_values([2.0, 2.0, 2.0])
         (EMPTY, SampleStats.from_binary(10, 2), "binary", "the control arm is empty"),
         (SampleStats.from_binary(10, 0), SampleStats.from_binary(20, 0), "binary", "zero variance"),
         (SampleStats.from_binary(10, 10), SampleStats.from_binary(9, 0), "binary", "zero variance"),
-        (SampleStats.from_binary(10, 3), SPREAD, "binary", "does not hold 0/1 values"),
+        (SampleStats.from_binary(10, 3), SPREAD, "binary", "is not a binary metric"),
     ],
 )
 def test_comparisons_that_cannot_be_made_raise_clear_errors(

@@ -494,7 +494,7 @@ BAD_INPUTS: list[tuple[str, Callable[[], object], str]] = [
     (
         "alpha nan",
         lambda: GroupSequentialDesign.lan_demets(3, alpha=math.nan),
-        "alpha must be finite",
+        "alpha must be in (0, 1), got nan",
     ),
     (
         "alpha text",

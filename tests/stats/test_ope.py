@@ -56,14 +56,14 @@ def test_intervals_on_a_hand_computed_log() -> None:
     ips = InversePropensityScore().estimate_interval(SMALL_LOG, alpha=0.05)
     terms = np.array([2.0, 0.0, 0.0, 0.5])
     assert ips.std_error == pytest.approx(terms.std(ddof=1) / 2)
-    assert ips.upper - ips.value == pytest.approx(1.959963984540054 * ips.std_error)
+    assert ips.ci_high - ips.estimate == pytest.approx(1.959963984540054 * ips.std_error)
     assert ips.n == 4
     # SNIPS delta method: sqrt(sum w^2 (r - V)^2) / sum w = sqrt(4*.25 + 4*.25 + 0 + 0) / 5.
     snips = SelfNormalizedIPS().estimate_interval(SMALL_LOG)
     assert snips.std_error == pytest.approx(math.sqrt(2.0) / 5.0)
     dm = DirectMethod().estimate_interval(SMALL_LOG, alpha=0.1)
     assert dm.std_error == pytest.approx(np.std([0.6, 0.4, 0.3, 0.5], ddof=1) / 2)
-    assert dm.lower == pytest.approx(0.45 - 1.6448536269514722 * dm.std_error)
+    assert dm.ci_low == pytest.approx(0.45 - 1.6448536269514722 * dm.std_error)
 
 
 def test_effective_sample_size_is_kish() -> None:
@@ -176,9 +176,9 @@ def contextual_study() -> dict[str, np.ndarray]:
     for r in range(replicates):
         log = LoggedFeedback(**{key: column[r] for key, column in logs.items()})
         for name, estimator in estimators.items():
-            estimate = estimator.estimate_interval(log, alpha=0.05)
-            values[name][r] = estimate.value
-            covered[name][r] = estimate.lower <= TRUE_VALUE <= estimate.upper
+            result = estimator.estimate_interval(log, alpha=0.05)
+            values[name][r] = result.estimate
+            covered[name][r] = result.ci_low <= TRUE_VALUE <= result.ci_high
     return {
         **{f"{k}_value": v for k, v in values.items()},
         **{f"{k}_cov": c for k, c in covered.items()},
@@ -290,8 +290,8 @@ def stationary_bandit() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return greedy_bandit_logs(np.random.default_rng(7), 500, 2000, lambda t: STATIONARY_MEANS)
 
 
-def miss_any_time(cs_lower: np.ndarray, cs_upper: np.ndarray, truth: float, start: int = 0) -> bool:
-    return bool(np.any((cs_lower[start:] > truth) | (cs_upper[start:] < truth)))
+def miss_any_time(cs_low: np.ndarray, cs_high: np.ndarray, truth: float, start: int = 0) -> bool:
+    return bool(np.any((cs_low[start:] > truth) | (cs_high[start:] < truth)))
 
 
 @pytest.mark.parametrize("planned_n", [None, 2000])
@@ -311,7 +311,7 @@ def test_empirical_bernstein_cs_covers_every_arm_uniformly_under_adaptive_alloca
                 target_probability=(actions[r] == arm).astype(np.float64),
             )
             cs = ips_confidence_sequence(log, alpha=0.05, planned_n=planned_n)
-            misses[arm] += miss_any_time(cs.lower, cs.upper, STATIONARY_MEANS[arm])
+            misses[arm] += miss_any_time(cs.cs_low, cs.cs_high, STATIONARY_MEANS[arm])
     rate = misses / actions.shape[0]
     assert np.all(rate <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / actions.shape[0]))
 
@@ -332,8 +332,8 @@ def test_asymptotic_cs_with_its_min_rounds_guard_covers_uniformly_from_round_1(
                 target_probability=(actions[r] == arm).astype(np.float64),
             )
             cs = ips_confidence_sequence(log, alpha=0.05, method="asymptotic", planned_n=2000)
-            assert np.all(np.isinf(cs.lower[: ASYMPTOTIC_MIN_ROUNDS - 1]))
-            misses[arm] += miss_any_time(cs.lower, cs.upper, STATIONARY_MEANS[arm])
+            assert np.all(np.isinf(cs.cs_low[: ASYMPTOTIC_MIN_ROUNDS - 1]))
+            misses[arm] += miss_any_time(cs.cs_low, cs.cs_high, STATIONARY_MEANS[arm])
     rate = misses / actions.shape[0]
     assert np.all(rate <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / actions.shape[0]))
 
@@ -352,7 +352,7 @@ def test_asymptotic_cs_without_the_guard_undercovers_early(
             target_probability=(actions[r] == 0).astype(np.float64),
         )
         cs = ips_confidence_sequence(log, method="asymptotic", planned_n=2000, min_rounds=1)
-        misses += miss_any_time(cs.lower, cs.upper, STATIONARY_MEANS[0])
+        misses += miss_any_time(cs.cs_low, cs.cs_high, STATIONARY_MEANS[0])
     assert misses / 100 > 0.05 + 0.02
 
 
@@ -362,14 +362,14 @@ def test_min_rounds_makes_the_asymptotic_cs_uninformative_before_it() -> None:
         reward=rng.random(50), propensity=np.full(50, 0.5), target_probability=np.ones(50)
     )
     cs = ips_confidence_sequence(log, method="asymptotic", planned_n=50, min_rounds=20)
-    assert np.all(np.isneginf(cs.lower[:19]))
-    assert np.all(np.isposinf(cs.upper[:19]))
-    assert np.all(np.isfinite(cs.lower[19:] - cs.upper[19:]))
+    assert np.all(np.isneginf(cs.cs_low[:19]))
+    assert np.all(np.isposinf(cs.cs_high[:19]))
+    assert np.all(np.isfinite(cs.cs_low[19:] - cs.cs_high[19:]))
     default = ips_confidence_sequence(log, method="asymptotic", planned_n=50)
-    assert np.all(np.isinf(default.upper))  # 50 < ASYMPTOTIC_MIN_ROUNDS rounds
+    assert np.all(np.isinf(default.cs_high))  # 50 < ASYMPTOTIC_MIN_ROUNDS rounds
     # The empirical-Bernstein CS is valid from round 1 and ignores min_rounds.
     eb = ips_confidence_sequence(log, min_rounds=20)
-    assert np.array_equal(eb.lower, ips_confidence_sequence(log).lower)
+    assert np.array_equal(eb.cs_low, ips_confidence_sequence(log).cs_low)
 
 
 def test_naive_means_are_biased_under_drift_and_adaptive_allocation_ips_is_not() -> None:
@@ -390,7 +390,7 @@ def test_naive_means_are_biased_under_drift_and_adaptive_allocation_ips_is_not()
     naive = np.empty((replicates, 3))
     for r in range(replicates):
         values = arm_values(actions[r], rewards[r], propensities[r], n_arms=3, planned_n=rounds)
-        ips[r] = values.value
+        ips[r] = values.estimate
         naive[r] = [rewards[r][actions[r] == arm].mean() for arm in range(3)]
     ips_error = ips.std(axis=0, ddof=1) / math.sqrt(replicates)
     naive_error = naive.std(axis=0, ddof=1) / math.sqrt(replicates)
@@ -409,9 +409,9 @@ def test_arm_values_separate_clearly_different_arms() -> None:
         [True, True, False],
     ]
     assert values.pulls.tolist() == np.bincount(actions).tolist()
-    assert np.all(values.cs_lower <= values.value)
-    assert np.all(values.value <= values.cs_upper)
-    assert list(values.to_frame().columns)[:2] == ["pulls", "value"]
+    assert np.all(values.cs_low <= values.estimate)
+    assert np.all(values.estimate <= values.cs_high)
+    assert list(values.to_frame().columns)[:2] == ["pulls", "estimate"]
 
 
 def test_cs_needs_no_nan_and_is_monotone() -> None:
@@ -421,12 +421,36 @@ def test_cs_needs_no_nan_and_is_monotone() -> None:
         target_probability=np.array([1.0, 0.0, 1.0, 1.0, 0.0]),
     )
     eb = ips_confidence_sequence(log)
-    assert np.all(np.diff(eb.lower) >= 0)
-    assert np.all(np.diff(eb.upper) <= 0)
-    assert np.all((eb.lower >= 0) & (eb.upper <= 1))
+    assert np.all(np.diff(eb.cs_low) >= 0)
+    assert np.all(np.diff(eb.cs_high) <= 0)
+    assert np.all((eb.cs_low >= 0) & (eb.cs_high <= 1))
     asymptotic = ips_confidence_sequence(log, method="asymptotic", planned_n=100, min_rounds=1)
-    assert np.isinf(asymptotic.lower[0])  # one round: no variance estimate, no bound
-    assert not np.any(np.isnan(asymptotic.lower))
+    assert np.isinf(asymptotic.cs_low[0])  # one round: no variance estimate, no bound
+    assert not np.any(np.isnan(asymptotic.cs_low))
+
+
+@pytest.mark.parametrize(("alpha", "planned_n"), [(0.05, 100), (0.1, 7), (0.01, 5000)])
+def test_asymptotic_cs_is_the_closed_form_boundary_on_the_running_mean(
+    alpha: float, planned_n: int
+) -> None:
+    """Recomputed by hand: running mean +- running sd * v7 eq. 9, rho^2 from v7 eq. 161."""
+    log = random_log(3)
+    terms = log.importance_weights() * log.reward
+    cs = ips_confidence_sequence(
+        log, alpha=alpha, method="asymptotic", planned_n=planned_n, min_rounds=1
+    )
+    t = np.arange(1, log.n + 1, dtype=np.float64)
+    mean = np.cumsum(terms) / t
+    sd = np.array([terms[:k].std() for k in range(1, log.n + 1)])  # ddof=0, as the paper
+    rho2 = (-2.0 * math.log(alpha) + math.log(1.0 - 2.0 * math.log(alpha))) / planned_n
+    margin = np.sqrt(
+        2.0 * (t * rho2 + 1.0) / (t**2 * rho2) * np.log(np.sqrt(t * rho2 + 1.0) / alpha)
+    )
+    assert np.allclose(cs.estimate, mean, rtol=1e-12, atol=0.0)
+    assert np.isinf(cs.cs_low[0])
+    assert np.isinf(cs.cs_high[0])
+    assert np.allclose(cs.cs_low[1:], mean[1:] - sd[1:] * margin[1:], rtol=1e-9, atol=1e-12)
+    assert np.allclose(cs.cs_high[1:], mean[1:] + sd[1:] * margin[1:], rtol=1e-9, atol=1e-12)
 
 
 # --- undefined statistics raise, never 0 +- 0 ---------------------------------------------
@@ -522,11 +546,11 @@ def test_arm_without_pulls_has_no_value_and_is_never_ranked() -> None:
     rewards = (rng.random(n) < np.array([0.2, 0.8, 0.5])[actions]).astype(np.float64)
     values = arm_values(actions, rewards, np.full(n, 0.5), n_arms=3)
     assert values.pulls[2] == 0
-    assert values.value[2] is None
+    assert values.estimate[2] is None
     assert values.available.tolist() == [True, True, False]
     assert values.std_error[2] == math.inf
-    assert (values.ci_lower[2], values.ci_upper[2]) == (-math.inf, math.inf)
-    assert (values.cs_lower[2], values.cs_upper[2]) == (-math.inf, math.inf)
+    assert (values.ci_low[2], values.ci_high[2]) == (-math.inf, math.inf)
+    assert (values.cs_low[2], values.cs_high[2]) == (-math.inf, math.inf)
     assert values.effective_sample_size[2] == 0.0
     assert values.beats().tolist() == [
         [False, False, False],
@@ -534,19 +558,19 @@ def test_arm_without_pulls_has_no_value_and_is_never_ranked() -> None:
         [False, False, False],
     ]
     frame = values.to_frame()
-    assert frame["value"].isna().tolist() == [False, False, True]
-    assert frame.loc[1, "value"] == pytest.approx(values.value[1])
+    assert frame["estimate"].isna().tolist() == [False, False, True]
+    assert frame.loc[1, "estimate"] == pytest.approx(values.estimate[1])
 
 
 def test_arm_with_all_zero_rewards_keeps_its_value_and_cs_but_no_ci() -> None:
     actions = np.array([0, 1] * 50)
     rewards = np.array([0.0 if a == 0 else float(i % 4 == 1) for i, a in enumerate(actions)])
     values = arm_values(actions, rewards, np.full(100, 0.5), n_arms=2)
-    assert values.value[0] == 0.0  # IPS's point estimate: nothing observed above 0
+    assert values.estimate[0] == 0.0  # IPS's point estimate: nothing observed above 0
     assert values.std_error[0] == math.inf  # but no variation to estimate its error from
-    assert (values.ci_lower[0], values.ci_upper[0]) == (-math.inf, math.inf)
-    assert values.cs_lower[0] == 0.0
-    assert 0.0 < values.cs_upper[0] < 1.0  # the EB CS needs no variance estimate
+    assert (values.ci_low[0], values.ci_high[0]) == (-math.inf, math.inf)
+    assert values.cs_low[0] == 0.0
+    assert 0.0 < values.cs_high[0] < 1.0  # the EB CS needs no variance estimate
     assert math.isfinite(values.std_error[1])
 
 
@@ -613,9 +637,9 @@ def test_shifting_rewards_shifts_snips_dm_dr_and_ips_only_when_weights_average_o
     moved = transformed(log, 1.0, shift)
     for estimator in [SelfNormalizedIPS(), DirectMethod(), DoublyRobust()]:
         before, after = estimator.estimate_interval(log), estimator.estimate_interval(moved)
-        assert after.value == pytest.approx(before.value + shift, abs=1e-9)
+        assert after.estimate == pytest.approx(before.estimate + shift, abs=1e-9)
         assert after.std_error == pytest.approx(before.std_error, rel=1e-9)
-        assert after.lower == pytest.approx(before.lower + shift, abs=1e-9)
+        assert after.ci_low == pytest.approx(before.ci_low + shift, abs=1e-9)
     ips = InversePropensityScore()
     mean_weight = float(log.importance_weights().mean())
     assert abs(mean_weight - 1.0) > 0.05  # so the next line is a real check
@@ -636,9 +660,9 @@ def test_scaling_rewards_scales_every_estimator(seed: int, scale: float) -> None
     scaled = transformed(log, scale, 0.0)
     for estimator in ALL_ESTIMATORS:
         before, after = estimator.estimate_interval(log), estimator.estimate_interval(scaled)
-        assert after.value == pytest.approx(scale * before.value, rel=1e-9)
+        assert after.estimate == pytest.approx(scale * before.estimate, rel=1e-9)
         assert after.std_error == pytest.approx(scale * before.std_error, rel=1e-9)
-        assert after.upper == pytest.approx(scale * before.upper, rel=1e-9)
+        assert after.ci_high == pytest.approx(scale * before.ci_high, rel=1e-9)
         assert after.effective_sample_size == before.effective_sample_size
 
 
@@ -704,6 +728,10 @@ BAD_INPUTS: list[tuple[Callable[[], object], str]] = [
     (
         lambda: ips_confidence_sequence(feedback(), planned_n=0),
         "planned_n must be a positive number of rounds, got 0",
+    ),
+    (
+        lambda: ips_confidence_sequence(feedback(), method="asymptotic", planned_n=math.inf),  # type: ignore[arg-type]
+        "the asymptotic CS needs a finite planned_n (rounds it is tuned for), got inf",
     ),
     (lambda: ips_confidence_sequence(feedback(), method="bootstrap"), "method must be"),  # type: ignore[arg-type]
     (

@@ -31,6 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, optimize, special, stats
 
+from app.stats.common import MetricKind
 from app.stats.group_sequential import boundary_crossing_probabilities
 from app.stats.sequential import (
     DEFAULT_MIN_N,
@@ -327,7 +328,7 @@ def monitor_paths(
     *,
     planned_n: float,
     theta_0: float = 0.0,
-    binary: bool = False,
+    kind: MetricKind = "continuous",
     min_n: int = DEFAULT_MIN_N,
 ) -> Paths:
     """Both always-valid tests and the naive test at every look, with running min/intersection.
@@ -336,7 +337,7 @@ def monitor_paths(
     in the public functions."""
     (n_c, sum_c, sq_c), (n_t, sum_t, sq_t) = control, treatment
     mean_c, mean_t = sum_c / n_c, sum_t / n_t
-    if binary:
+    if kind == "binary":
         var_c, var_t = mean_c * (1 - mean_c), mean_t * (1 - mean_t)
     else:
         var_c = (sq_c - sum_c * mean_c) / (n_c - 1)
@@ -425,12 +426,12 @@ def test_a_a_normal_monitored_every_batch_matches_the_exact_false_positive_rate(
 
 
 def test_a_a_binary_with_plug_in_variance_matches_the_exact_false_positive_rate() -> None:
-    # Conversion rate 10%, 50 looks of 100 per arm, binary=True (p(1 - p) plug-in).
+    # Conversion rate 10%, 50 looks of 100 per arm, kind="binary" (p(1 - p) plug-in).
     # Measured: mSPRT 0.0136, CS 0.0139 (exact 0.0132 / 0.0135); naive 0.322.
     rng = np.random.default_rng(7)
     control = binary_looks(rng, REPLICATES, LOOKS, 100, 0.1)
     treatment = binary_looks(rng, REPLICATES, LOOKS, 100, 0.1)
-    paths = monitor_paths(control, treatment, planned_n=10_000, binary=True)
+    paths = monitor_paths(control, treatment, planned_n=10_000, kind="binary")
     total, smaller = control[0] + treatment[0], np.minimum(control[0], treatment[0])
     exact_msprt = exact_false_positive_rate(total, smaller, 10_000, KAPPA_MSPRT)
     exact_cs = exact_false_positive_rate(total, smaller, 10_000, KAPPA_CS)
@@ -705,10 +706,21 @@ def test_sequence_failed_agrees_with_the_running_paths_in_simulation(test: Test)
 
 def test_binary_uses_the_plug_in_variance() -> None:
     control, treatment = SampleStats.from_binary(2000, 200), SampleStats.from_binary(2100, 252)
-    result = msprt(control, treatment, planned_n=8000, binary=True)
+    result = msprt(control, treatment, planned_n=8000, kind="binary")
     expected = math.sqrt(0.1 * 0.9 / 2000 + 0.12 * 0.88 / 2100)
     assert result.std_error == pytest.approx(expected, rel=1e-12)
     assert result.estimate == pytest.approx(0.02, abs=1e-15)
+
+
+def test_monitor_passes_the_metric_kind_on() -> None:
+    control, treatment = SampleStats.from_binary(2000, 200), SampleStats.from_binary(2100, 252)
+    for method in METHODS:
+        monitor = SequentialMonitor(method=method.__name__, planned_n=8000, kind="binary")  # type: ignore[arg-type]
+        assert monitor.kind == "binary"
+        direct = method(control, treatment, planned_n=8000, kind="binary")
+        assert monitor.update(control, treatment) == direct
+    with pytest.raises(StatsInputError, match="kind must be 'continuous' or 'binary'"):
+        SequentialMonitor(planned_n=8000, kind="count")  # type: ignore[arg-type]
 
 
 def test_one_arm_with_zero_variance_is_fine() -> None:
@@ -746,15 +758,15 @@ GOOD = stats_from_moments(100, 1.0, 1.0)
         (
             SampleStats.from_binary(50, 0),
             SampleStats.from_binary(60, 0),
-            {"binary": True},
+            {"kind": "binary"},
             "both arms have zero variance",
         ),
-        (GOOD, GOOD, {"binary": True}, r"binary=True but the control arm is not 0/1"),
+        (GOOD, GOOD, {"kind": "binary"}, r"the control arm is not a binary metric"),
         (  # refused below min_n as well: wrong data is not "too early"
             SampleStats(5, 5.0, 7.0),
             SampleStats.from_binary(5, 1),
-            {"binary": True},
-            r"binary=True but the control arm is not 0/1",
+            {"kind": "binary"},
+            r"the control arm is not a binary metric",
         ),
         (GOOD, GOOD, {"min_n": 1}, r"min_n must be an integer >= 2"),
         (GOOD, GOOD, {"min_n": 30.5}, r"min_n must be an integer >= 2"),
@@ -767,6 +779,13 @@ GOOD = stats_from_moments(100, 1.0, 1.0)
         (GOOD, GOOD, {"planned_n": -100}, "planned_n must be a positive"),
         (GOOD, GOOD, {"planned_n": math.inf}, "planned_n must be a positive"),
         (GOOD, GOOD, {"theta_0": math.nan}, "theta_0 must be a finite number"),
+        (GOOD, GOOD, {"kind": "count"}, "kind must be 'continuous' or 'binary', got 'count'"),
+        (
+            SampleStats.from_binary(100, 10),
+            GOOD,
+            {"kind": "binary"},
+            r"the treatment arm is not a binary metric",
+        ),
     ],
 )
 def test_bad_inputs_raise_stats_input_error(
