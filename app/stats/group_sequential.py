@@ -52,8 +52,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize, special
 
-from app.stats.common import check_alpha
-from app.stats.sufficient import StatsInputError
+from app.stats.common import MetricKind, check_alpha, check_binary, check_kind, mean_variance
+from app.stats.sufficient import SampleStats, StatsInputError
 
 FloatArray = npt.NDArray[np.float64]
 SpendingFunction = Callable[[npt.ArrayLike], FloatArray]
@@ -333,6 +333,50 @@ class GroupSequentialDesign:
         if z >= self.upper[look - 1] or z <= self.lower[look - 1]:
             return Decision.REJECT
         return Decision.ACCEPT if look == self.looks else Decision.CONTINUE
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """One interim analysis of treatment - control: the z-statistic to compare with the
+    design's boundary at this look, and the information fraction the look corresponds to."""
+
+    z: float
+    information_fraction: float
+    estimate: float
+    std_error: float
+
+
+def look_statistic(
+    control: SampleStats, treatment: SampleStats, *, kind: MetricKind, planned_n: int
+) -> Look:
+    """The z-statistic and information fraction of a look, from the arms' statistics so far.
+
+    z = (mean_t - mean_c) / sqrt(Var(mean_c) + Var(mean_t)) (Welch, or p(1 - p)/n per arm for
+    binary metrics); the information fraction is (n_c + n_t) / planned_n, the usual proxy when
+    the per-unit variance and the split stay as planned (Jennison & Turnbull 2000, sec. 3.1).
+    A look past the planned information is refused: recomputing the design then would inflate
+    the type I error (docs/statistics/group-sequential.md).
+    """
+    kind = check_kind(kind)
+    if isinstance(planned_n, bool) or not isinstance(planned_n, int) or planned_n < 2:
+        raise StatsInputError(f"planned_n must be a whole number >= 2, got {planned_n!r}")
+    for name, arm in (("control", control), ("treatment", treatment)):
+        if arm.n < 2:
+            raise StatsInputError(f"the {name} arm has {arm.n} observations; a look needs 2")
+        if kind == "binary":
+            check_binary(f"the {name} arm", arm)
+    fraction = (control.n + treatment.n) / planned_n
+    if fraction > 1.0:
+        raise StatsInputError(
+            f"this look has {control.n + treatment.n} units, more than planned_n={planned_n}: "
+            "a group-sequential design cannot be recomputed after its looks were used"
+        )
+    variance = mean_variance(control, kind) + mean_variance(treatment, kind)
+    if variance <= 0.0:
+        raise StatsInputError("both arms have zero variance: there is no noise to test against")
+    estimate = treatment.mean - control.mean
+    std_error = math.sqrt(variance)
+    return Look(estimate / std_error, fraction, estimate, std_error)
 
 
 def boundary_crossing_probabilities(

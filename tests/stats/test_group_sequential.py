@@ -582,3 +582,21 @@ BAD_INPUTS: list[tuple[str, Callable[[], object], str]] = [
 def test_bad_inputs_raise_an_actionable_error(call: Callable[[], object], message: str) -> None:
     with pytest.raises(StatsInputError, match=re.escape(message)):
         call()
+
+
+def test_a_look_from_sufficient_statistics_feeds_the_design() -> None:
+    from app.stats.group_sequential import look_statistic
+    from app.stats.sufficient import SampleStats
+
+    control = SampleStats.from_binary(1000, 100)
+    treatment = SampleStats.from_binary(1000, 140)
+    look = look_statistic(control, treatment, kind="binary", planned_n=5000)
+    # Hand computation: d = 0.04, Var = .1*.9/1000 + .14*.86/1000 = 2.104e-4.
+    assert look.estimate == pytest.approx(0.04, abs=1e-15)
+    assert look.std_error == pytest.approx(math.sqrt(2.104e-4), rel=1e-12)
+    assert look.z == pytest.approx(0.04 / math.sqrt(2.104e-4), rel=1e-12)
+    assert look.information_fraction == pytest.approx(0.4)
+    design = GroupSequentialDesign.lan_demets([0.4, 0.7, 1.0])
+    assert design.decide(1, look.z) is Decision.CONTINUE  # z = 2.758 < 3.357 at t = 0.4
+    with pytest.raises(StatsInputError, match="more than planned_n"):
+        look_statistic(control, treatment, kind="binary", planned_n=1500)
