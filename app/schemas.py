@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Generic, TypeVar
 
+from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
@@ -87,9 +88,9 @@ class ResponseModel(BaseModel):
 
 SafeText = AfterValidator(_safe_text)
 """Use after StringConstraints: Annotated[str, StringConstraints(...), SafeText]."""
-Text = Annotated[str, SafeText]
 JSONPayload = Annotated[Any, AfterValidator(_safe_json)]
 Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
+ExperimentKey = Annotated[str, Path(pattern=KEY_PATTERN, description="Experiment key.")]
 MetricName = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
 UnitId = Annotated[str, StringConstraints(min_length=1, max_length=256), SafeText]
 DecisionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]

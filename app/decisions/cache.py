@@ -49,12 +49,6 @@ class ServedExperiment:
     state: PolicyState | None
     version: int
 
-    def arm_of_variant_id(self, variant_id: int) -> int:
-        for arm, variant in enumerate(self.variants):
-            if variant.id == variant_id:
-                return arm
-        raise KeyError(variant_id)
-
 
 def load(session: Session, key: str) -> ServedExperiment | None:
     experiment = session.scalar(select(Experiment).where(Experiment.key == key))
@@ -83,9 +77,6 @@ class PolicyCache:
         self._sessions = sessions
         self._entries: dict[str, ServedExperiment] = {}
         self._lock = threading.Lock()
-
-    def peek(self, key: str) -> ServedExperiment | None:
-        return self._entries.get(key)
 
     def load(self, key: str) -> ServedExperiment | None:
         """Read one experiment from the database (blocking) and cache it."""

@@ -11,10 +11,10 @@ very same function; it is there so that /docs and the OpenAPI schema describe th
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.routing import Route
 
 from app.db import utcnow
@@ -28,12 +28,11 @@ from app.decisions.schemas import (
 )
 from app.errors import Invalid, NotFound, ProblemError, parse_body
 from app.runtime import Runtime
-from app.schemas import KEY_PATTERN
+from app.schemas import KEY_PATTERN, ExperimentKey
 from app.security import authorize
 
 router = APIRouter(prefix="/v1/experiments/{key}/decisions", tags=["decisions"])
 KEY_RE = re.compile(KEY_PATTERN.strip("^$"))  # fullmatch: no trailing newline
-ExperimentKey = Annotated[str, Path(pattern=KEY_PATTERN, description="Experiment key.")]
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No valid API key (`Authorization: Bearer crp_...`)"},
     403: {"description": "The key lacks the `decide` scope"},

@@ -167,7 +167,6 @@ class DecisionWriter:
         self._idle: list[PoolProxiedConnection] = []
         self._idle_lock = threading.Lock()
         self._closing = False
-        self.batches_written = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="decision-writer")
@@ -228,7 +227,6 @@ class DecisionWriter:
                 if not request.future.done():
                     request.future.set_exception(exc)
             return
-        self.batches_written += 1
         for request, result in zip(batch, results, strict=True):
             if request.future.done():  # the client went away; its rows are stored anyway
                 continue

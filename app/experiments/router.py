@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Query
 
 from app.db import transaction
 from app.errors import Invalid
@@ -21,14 +21,12 @@ from app.experiments.schemas import (
     Status,
 )
 from app.learning import service as learning_service
-from app.runtime import Runtime, get_runtime
-from app.schemas import KEY_PATTERN, Page
+from app.runtime import Runtime, RuntimeDep
+from app.schemas import ExperimentKey, Page
 from app.security import Admin, Read
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 CURSOR = re.compile(r"[0-9]{1,9}")  # an experiment id; ASCII digits only
-ExperimentKey = Annotated[str, Path(pattern=KEY_PATTERN, description="Experiment key.")]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 def to_out(experiment: Experiment, allocation: dict[str, float] | None = None) -> ExperimentOut:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 
 from app.db import transaction
 from app.keys import service
 from app.keys.schemas import KeyCreate, KeyCreated, KeyOut
-from app.runtime import Runtime, get_runtime
+from app.runtime import RuntimeDep
 from app.security import Admin
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 @router.post("", status_code=201, response_model=KeyCreated, summary="Create an API key")

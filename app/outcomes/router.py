@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.db import transaction, utcnow
@@ -13,11 +12,10 @@ from app.decisions.writer import transient
 from app.errors import ProblemError
 from app.outcomes import service
 from app.outcomes.schemas import BatchOutcomeIn, BatchOutcomeResult, OutcomeIn, OutcomeResult
-from app.runtime import Runtime, get_runtime
+from app.runtime import Runtime, RuntimeDep
 from app.security import Decide
 
 router = APIRouter(prefix="/v1/outcomes", tags=["outcomes"])
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ATTEMPTS = 3
 
 
