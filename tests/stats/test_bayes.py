@@ -33,22 +33,9 @@ from app.stats.bayes import (
 )
 from app.stats.p_best import p_best_beta, p_best_normal
 from app.stats.sufficient import SampleStats, StatsInputError
+from tests.stats.test_p_best import miller_b_beats_a
 
 QUADRATURE_TOLERANCE = 1e-6  # the integration error is ~1e-7; the product target is 1e-3
-
-
-def miller_b_beats_a(alpha_a: int, beta_a: int, alpha_b: int, beta_b: int) -> float:
-    """Evan Miller (2015): P(p_B > p_A) =
-    sum_{i=0}^{alpha_B - 1} B(alpha_A + i, beta_A + beta_B)
-        / ((beta_B + i) B(1 + i, beta_B) B(alpha_A, beta_A)), summed in log space."""
-    i = np.arange(alpha_b, dtype=np.float64)
-    log_terms = (
-        special.betaln(alpha_a + i, beta_a + beta_b)
-        - np.log(beta_b + i)
-        - special.betaln(1 + i, beta_b)
-        - special.betaln(alpha_a, beta_a)
-    )
-    return float(np.exp(log_terms).sum())
 
 
 def quad_on_pieces(f: object, points: np.ndarray) -> float:
