@@ -20,6 +20,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev,postgres]'
 	@touch $@ $(VENV)/.installed-run
 
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -e '.[dev,postgres,bench]'
+	@touch $@
+
 run: $(VENV)/.installed-run
 	$(BIN)/croupier serve
 
@@ -28,12 +32,13 @@ test: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check app tests benchmarks
-	$(BIN)/mypy --strict app
+	$(BIN)/ruff format --check app simulations tests benchmarks
+	$(BIN)/mypy --strict app simulations
 	$(BIN)/lint-imports
 
-bench: $(VENV)/.installed-dev
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.stats
+	$(BIN)/python -m benchmarks.simulation
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:

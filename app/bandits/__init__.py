@@ -7,6 +7,7 @@ See docs/decision-core.md for the hashing specification and each policy's alloca
 from app.bandits.allocation import (
     apply_floor,
     arm_for_bucket,
+    arms_for_uniforms,
     sample_arm,
     sampled_choice,
     validate_probabilities,
@@ -42,6 +43,7 @@ __all__ = [
     "UCB1Policy",
     "apply_floor",
     "arm_for_bucket",
+    "arms_for_uniforms",
     "bucket",
     "build_policy",
     "coverage_bucket",

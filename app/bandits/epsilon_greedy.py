@@ -30,16 +30,23 @@ class EpsilonGreedyPolicy:
     Args:
         n_arms: number of arms (>= 1).
         epsilon: share spread uniformly over all arms, in (0, 1]; every arm gets >= epsilon / K.
+        allow_greedy: accept epsilon = 0, the pure greedy policy that never explores. Only
+            the simulations' feedback-loop study sets it, to show what goes wrong without
+            exploration; `build_policy` (the service's factory) cannot, so nothing served is
+            ever greedy.
     """
 
     kind: ClassVar[str] = "epsilon_greedy"
     n_arms: int
     epsilon: float = 0.1
+    allow_greedy: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_arms", arm_count("n_arms", self.n_arms))
         epsilon = finite_number("epsilon", self.epsilon)
-        if not 0.0 < epsilon <= 1.0:
+        if self.allow_greedy and epsilon == 0.0:
+            pass
+        elif not 0.0 < epsilon <= 1.0:
             # epsilon = 0 would never explore: propensities of 0 and a policy stuck on its
             # first leader.
             raise PolicyConfigError("epsilon", f"epsilon must be in (0, 1], got {epsilon:g}")

@@ -1,0 +1,499 @@
+"""The simulation loop: the service's policies, batched updates, delayed feedback, ground truth.
+
+One replicate of one policy runs `horizon` rounds in blocks of `update_interval`:
+
+1. every round of the block gets a context segment and one common random number for its reward
+   (the same for every policy in the same replicate: common random numbers);
+2. the policy's current `PolicyState` picks the arms, by the service's inverse-CDF rule
+   (`app.bandits.arms_for_uniforms`, element for element `arm_for_bucket`), from a seeded stream
+   of uniforms or, with `uniforms = "hash"`, from the service's own per-decision hash;
+3. rewards are drawn; the learner, at the end of the block, adds the decisions whose reward
+   window has closed to the cumulative per-arm statistics (exactly the service learner's rule,
+   see `Feedback`) and calls `policy.update`, as the service publishes a new policy version.
+
+Pseudo-regret is measured against the environment's truth: sum over rounds of (best arm's
+expected reward in that round and segment) - (served arm's expected reward).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from app.bandits import ArmStats, PolicyState, arms_for_uniforms, decision_uniform
+from app.stats.bayes import summarize
+from app.stats.sufficient import SampleStats
+from simulations.environments import Environment
+from simulations.scenario import Feedback, PolicySpec, Scenario, WinnerRule
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+
+class Observer(Protocol):
+    """Watches the learner's cumulative statistics at every update (a decision rule, say)."""
+
+    def look(self, rounds: int, stats: Sequence[SampleStats]) -> None: ...
+
+    def result(self) -> Mapping[str, Any]: ...
+
+
+ObserverFactory = Callable[[Scenario], Observer]
+
+
+@dataclass(frozen=True)
+class DecisionLog:
+    """Every decision of a replicate, as the service would have logged it."""
+
+    segment: IntArray
+    arm: IntArray
+    propensity: FloatArray
+    probabilities: FloatArray
+    """(rounds, K): the whole vector served, for off-policy evaluation."""
+    reward: FloatArray
+    """The reward the learner used (default_reward when the outcome missed the window)."""
+    expected: FloatArray
+    """(rounds, K): the truth, each arm's expected reward in that round and segment."""
+
+    def frame(self) -> pd.DataFrame:
+        columns: dict[str, Any] = {
+            "round": np.arange(self.arm.size),
+            "segment": self.segment,
+            "arm": self.arm,
+            "propensity": self.propensity,
+            "reward": self.reward,
+        }
+        for a in range(self.probabilities.shape[1]):
+            columns[f"p_{a}"] = self.probabilities[:, a]
+        return pd.DataFrame(columns)
+
+
+@dataclass
+class ReplicateResult:
+    """One replicate of one policy: checkpoints after every update, and what was decided."""
+
+    policy: str
+    replicate: int
+    rounds: IntArray
+    """Rounds played at each checkpoint (one checkpoint per update)."""
+    cumulative_reward: FloatArray
+    cumulative_regret: FloatArray
+    allocation: FloatArray
+    """(checkpoints, K): mean probability of each arm over the block before the checkpoint."""
+    pulls: IntArray
+    """(checkpoints, K): cumulative decisions per arm."""
+    learned: IntArray
+    """Decisions the learner had counted at each checkpoint."""
+    best_arm: int
+    """The arm with the highest context-averaged expected reward at the end of the horizon."""
+    winner: int | None = None
+    winner_round: int | None = None
+    winner_correct: bool | None = None
+    rules: Mapping[str, Any] = field(default_factory=dict)
+    final_state: PolicyState | None = None
+    log: DecisionLog | None = None
+    seconds: float = 0.0
+
+    @property
+    def final_regret(self) -> float:
+        return float(self.cumulative_regret[-1])
+
+
+def decision_id(replicate: int, round_index: int) -> str:
+    """The decision id a simulated decision would carry in the service (for uniforms="hash")."""
+    return f"sim-{replicate}-{round_index}"
+
+
+def run_replicate(
+    scenario: Scenario,
+    spec: PolicySpec,
+    replicate: int,
+    *,
+    keep_log: bool = False,
+    observers: Sequence[Observer] = (),
+) -> ReplicateResult:
+    """Play one replicate of one policy; deterministic in (scenario, replicate)."""
+    started = time.perf_counter()
+    env = scenario.environment
+    n_arms, horizon, block = env.n_arms, scenario.horizon, scenario.update_interval
+    n_states = env.n_segments if spec.per_segment else 1
+    policy = spec.build(n_arms)
+    streams = [
+        np.random.default_rng(s)
+        for s in np.random.SeedSequence([scenario.seed, replicate]).spawn(4)
+    ]
+    context_rng, noise_rng, choice_rng, delay_rng = streams
+    feedback = scenario.feedback
+    learner = _Learner(env, feedback, horizon, n_states)
+    states = [policy.initial_state()] * n_states
+    tracker = _WinnerTracker(scenario.winner, env) if scenario.winner else None
+
+    checkpoints = -(-horizon // block)
+    out_rounds = np.zeros(checkpoints, dtype=np.intp)
+    out_reward = np.zeros(checkpoints)
+    out_regret = np.zeros(checkpoints)
+    out_alloc = np.zeros((checkpoints, n_arms))
+    out_pulls = np.zeros((checkpoints, n_arms), dtype=np.intp)
+    out_learned = np.zeros(checkpoints, dtype=np.intp)
+    log = _LogBuffer(horizon, n_arms) if keep_log else None
+    pulls = np.zeros(n_arms, dtype=np.intp)
+    total_reward = total_regret = 0.0
+
+    for c, start in enumerate(range(0, horizon, block)):
+        n = min(block, horizon - start)
+        rounds = np.arange(start, start + n, dtype=np.intp)
+        segments = env.contexts(context_rng, start, n)
+        noise = env.noise(noise_rng, n)
+        delays = _delays(feedback, delay_rng, n)
+        if scenario.uniforms == "hash":
+            u = np.array(
+                [decision_uniform(scenario.salt, decision_id(replicate, int(i))) for i in rounds]
+            )
+        else:
+            u = choice_rng.random(n)
+        table = np.array([s.probabilities for s in states])
+        state_of = segments if n_states > 1 else np.zeros(n, dtype=np.intp)
+        arms = _choose(u, table, state_of)
+        expected = env.means(rounds, segments)
+        served = expected[np.arange(n), arms]
+        rewards = env.draw(served, noise)
+        learner.record(start, state_of, arms, rewards, delays)
+
+        pulls += np.bincount(arms, minlength=n_arms)
+        total_reward += float(rewards.sum())
+        total_regret += float((expected.max(axis=1) - served).sum())
+        served_vectors = table[state_of]
+        if log is not None:
+            log.add(
+                start, segments, arms, served_vectors, learner.learned_reward(start, n), expected
+            )
+
+        # The learner runs at the end of the block, as the service's would.
+        cumulative = learner.close_through(start + n)
+        states = [policy.update(cumulative[s]) for s in range(n_states)]
+        pooled = learner.pooled()
+        for observer in observers:
+            observer.look(start + n, pooled)
+        if tracker is not None:
+            tracker.look(start + n, pooled)
+
+        out_rounds[c] = start + n
+        out_reward[c] = total_reward
+        out_regret[c] = total_regret
+        out_alloc[c] = served_vectors.mean(axis=0)
+        out_pulls[c] = pulls
+        out_learned[c] = learner.learned
+
+    final_means = env.average_means(horizon - 1)
+    result = ReplicateResult(
+        policy=spec.name,
+        replicate=replicate,
+        rounds=out_rounds,
+        cumulative_reward=out_reward,
+        cumulative_regret=out_regret,
+        allocation=out_alloc,
+        pulls=out_pulls,
+        learned=out_learned,
+        best_arm=int(np.argmax(final_means)),
+        rules={k: v for o in observers for k, v in o.result().items()},
+        final_state=states[0] if n_states == 1 else None,
+        log=log.freeze() if log is not None else None,
+    )
+    if tracker is not None:
+        result.winner, result.winner_round, result.winner_correct = tracker.outcome()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _choose(u: FloatArray, table: FloatArray, state_of: IntArray) -> IntArray:
+    if table.shape[0] == 1:
+        return arms_for_uniforms(u, table[0])
+    arms = np.empty(u.size, dtype=np.intp)
+    for s in range(table.shape[0]):
+        mask = state_of == s
+        if mask.any():
+            arms[mask] = arms_for_uniforms(u[mask], table[s])
+    return arms
+
+
+def _delays(feedback: Feedback | None, rng: np.random.Generator, n: int) -> FloatArray:
+    """Seconds from each decision to its outcome (drawn even when unused: same streams)."""
+    u = rng.random(n)
+    if feedback is None or feedback.delay == "none":
+        return np.zeros(n)
+    if feedback.delay == "fixed":
+        return np.full(n, feedback.delay_s)
+    if feedback.delay == "uniform":
+        result: FloatArray = u * feedback.delay_s
+        return result
+    exponential: FloatArray = -feedback.delay_s * np.log1p(-u)
+    return exponential
+
+
+class _Learner:
+    """The service learner's bookkeeping: which decisions are closed, and their statistics."""
+
+    def __init__(
+        self, env: Environment, feedback: Feedback | None, horizon: int, n_states: int
+    ) -> None:
+        self.feedback = feedback
+        self.n_arms = env.n_arms
+        self.state_of = np.zeros(horizon, dtype=np.intp)
+        self.arm = np.zeros(horizon, dtype=np.intp)
+        self.reward = np.zeros(horizon)
+        self.learned = 0
+        self.count = np.zeros((n_states, env.n_arms))
+        self.total = np.zeros((n_states, env.n_arms))
+        self.squares = np.zeros((n_states, env.n_arms))
+
+    def record(
+        self,
+        start: int,
+        state_of: IntArray,
+        arms: IntArray,
+        rewards: FloatArray,
+        delays: FloatArray,
+    ) -> None:
+        end = start + arms.size
+        self.state_of[start:end] = state_of
+        self.arm[start:end] = arms
+        fb = self.feedback
+        if fb is None:
+            self.reward[start:end] = rewards
+        else:
+            # An outcome later than the window is late: kept, never learned from.
+            self.reward[start:end] = np.where(
+                delays <= fb.reward_window_s, rewards, fb.default_reward
+            )
+
+    def learned_reward(self, start: int, n: int) -> FloatArray:
+        return self.reward[start : start + n]
+
+    def close_through(self, rounds_played: int) -> list[list[ArmStats]]:
+        """Count the decisions closed when `rounds_played` decisions have been made."""
+        fb = self.feedback
+        if fb is None:
+            closed = rounds_played
+        else:
+            now = rounds_played / fb.decisions_per_second
+            through = now - fb.reward_window_s - fb.learner_lag_s
+            # Decision i is made at i / rate and is closed when i / rate <= through.
+            closed = min(rounds_played, max(0, math.floor(through * fb.decisions_per_second) + 1))
+        if closed > self.learned:
+            span = slice(self.learned, closed)
+            cell = self.state_of[span] * self.n_arms + self.arm[span]
+            y = self.reward[span]
+            size = self.count.size
+            self.count += np.bincount(cell, minlength=size).reshape(self.count.shape)
+            self.total += np.bincount(cell, weights=y, minlength=size).reshape(self.count.shape)
+            self.squares += np.bincount(cell, weights=y * y, minlength=size).reshape(
+                self.count.shape
+            )
+            self.learned = closed
+        return [
+            [
+                ArmStats(int(n), float(t), float(q))
+                for n, t, q in zip(self.count[s], self.total[s], self.squares[s], strict=True)
+            ]
+            for s in range(self.count.shape[0])
+        ]
+
+    def pooled(self) -> list[SampleStats]:
+        n, t, q = self.count.sum(axis=0), self.total.sum(axis=0), self.squares.sum(axis=0)
+        return [SampleStats(int(a), float(b), float(c)) for a, b, c in zip(n, t, q, strict=True)]
+
+
+class _LogBuffer:
+    def __init__(self, horizon: int, n_arms: int) -> None:
+        self.segment = np.zeros(horizon, dtype=np.intp)
+        self.arm = np.zeros(horizon, dtype=np.intp)
+        self.probabilities = np.zeros((horizon, n_arms))
+        self.reward = np.zeros(horizon)
+        self.expected = np.zeros((horizon, n_arms))
+
+    def add(
+        self,
+        start: int,
+        segments: IntArray,
+        arms: IntArray,
+        vectors: FloatArray,
+        rewards: FloatArray,
+        expected: FloatArray,
+    ) -> None:
+        span = slice(start, start + arms.size)
+        self.segment[span] = segments
+        self.arm[span] = arms
+        self.probabilities[span] = vectors
+        self.reward[span] = rewards
+        self.expected[span] = expected
+
+    def freeze(self) -> DecisionLog:
+        propensity = self.probabilities[np.arange(self.arm.size), self.arm]
+        return DecisionLog(
+            self.segment, self.arm, propensity, self.probabilities, self.reward, self.expected
+        )
+
+
+class _WinnerTracker:
+    """The automatic-winner criterion (`WinnerRule`) on the learner's statistics."""
+
+    def __init__(self, rule: WinnerRule, env: Environment) -> None:
+        self.rule = rule
+        self.env = env
+        self.kind = "binary" if env.reward == "bernoulli" else "continuous"
+        self.streak_arm: int | None = None
+        self.streak = 0
+        self.declared: tuple[int, int] | None = None
+
+    def look(self, rounds: int, stats: Sequence[SampleStats]) -> None:
+        if self.declared is not None:
+            return
+        if min(s.n for s in stats) < max(self.rule.min_samples, 2):
+            self.streak_arm, self.streak = None, 0
+            return
+        binary_ok = self.kind == "continuous" or all(
+            s.sum_squares == s.total for s in stats
+        )  # a default reward outside {0, 1} makes the metric continuous
+        summary = summarize(stats, kind=self.kind if binary_ok else "continuous")  # type: ignore[arg-type]
+        leader = int(np.argmax(summary.p_best))
+        holds = (
+            summary.p_best[leader] >= self.rule.p_best
+            and summary.expected_loss[leader] <= self.rule.max_expected_loss
+        )
+        if not holds:
+            self.streak_arm, self.streak = None, 0
+            return
+        self.streak = self.streak + 1 if self.streak_arm == leader else 1
+        self.streak_arm = leader
+        if self.streak >= self.rule.hold_updates:
+            self.declared = (leader, rounds)
+
+    def outcome(self) -> tuple[int | None, int | None, bool | None]:
+        if self.declared is None:
+            return None, None, None
+        arm, rounds = self.declared
+        truth = self.env.average_means(rounds - 1)
+        correct = bool(truth[arm] >= truth.max() - 1e-12)
+        return arm, rounds, correct
+
+
+# --- many replicates -------------------------------------------------------------------------
+
+
+@dataclass
+class SimulationResult:
+    scenario: Scenario
+    replicates: list[ReplicateResult]
+    seconds: float = 0.0
+
+    def by_policy(self) -> Iterator[tuple[str, list[ReplicateResult]]]:
+        for spec in self.scenario.policies:
+            yield spec.name, [r for r in self.replicates if r.policy == spec.name]
+
+    def checkpoints(self) -> pd.DataFrame:
+        """One row per (policy, replicate, checkpoint): the per-round metrics at each update."""
+        frames = []
+        for r in self.replicates:
+            columns: dict[str, Any] = {
+                "policy": r.policy,
+                "replicate": r.replicate,
+                "round": r.rounds,
+                "learned": r.learned,
+                "cumulative_reward": r.cumulative_reward,
+                "cumulative_regret": r.cumulative_regret,
+            }
+            for a in range(r.allocation.shape[1]):
+                columns[f"allocation_{a}"] = r.allocation[:, a]
+            for a in range(r.pulls.shape[1]):
+                columns[f"pulls_{a}"] = r.pulls[:, a]
+            frames.append(pd.DataFrame(columns))
+        return pd.concat(frames, ignore_index=True)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per policy: regret, reward, and how the winner criterion fared."""
+        rows = []
+        for name, results in self.by_policy():
+            regret = np.array([r.final_regret for r in results])
+            reward = np.array([r.cumulative_reward[-1] / r.rounds[-1] for r in results])
+            declared = [r for r in results if r.winner is not None]
+            row: dict[str, Any] = {
+                "policy": name,
+                "replicates": len(results),
+                "final_regret_mean": regret.mean(),
+                "final_regret_se": _se(regret),
+                "mean_reward": reward.mean(),
+                "best_arm_share_final": float(
+                    np.mean([r.pulls[-1, r.best_arm] / r.rounds[-1] for r in results])
+                ),
+            }
+            if self.scenario.winner is not None:
+                row["winner_declared"] = len(declared) / len(results)
+                row["wrong_winner"] = sum(1 for r in declared if not r.winner_correct) / len(
+                    results
+                )
+                row["median_rounds_to_winner"] = (
+                    float(np.median([r.winner_round for r in declared])) if declared else None
+                )
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def _se(values: FloatArray) -> float:
+    return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else math.nan
+
+
+def _run_task(scenario: Scenario, index: int, replicate: int, keep_log: bool) -> ReplicateResult:
+    spec = scenario.policies[index]
+    observers: list[Observer] = []
+    if scenario.decision_rules is not None:
+        from simulations.rules import tracker_for  # decision-rule studies only
+
+        observers.append(tracker_for(scenario))
+    return run_replicate(scenario, spec, replicate, keep_log=keep_log, observers=observers)
+
+
+def run(
+    scenario: Scenario,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    keep_log: bool = False,
+) -> SimulationResult:
+    """Every policy x every replicate, in parallel over the machine's cores."""
+    started = time.perf_counter()
+    tasks = [(i, rep) for rep in range(scenario.replicates) for i in range(len(scenario.policies))]
+    workers = workers or os.cpu_count() or 1
+    results: list[ReplicateResult] = []
+    bar = _progress(len(tasks), scenario.name) if progress else None
+    if workers == 1 or len(tasks) == 1:
+        for i, rep in tasks:
+            results.append(_run_task(scenario, i, rep, keep_log))
+            if bar is not None:
+                bar.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+            futures = [pool.submit(_run_task, scenario, i, rep, keep_log) for i, rep in tasks]
+            for future in as_completed(futures):
+                results.append(future.result())
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
+    order = {spec.name: i for i, spec in enumerate(scenario.policies)}
+    results.sort(key=lambda r: (order[r.policy], r.replicate))
+    return SimulationResult(scenario, results, time.perf_counter() - started)
+
+
+def _progress(total: int, name: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="run")
