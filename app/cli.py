@@ -1,4 +1,4 @@
-"""`croupier serve|migrate|keys|learn`: the command line."""
+"""`croupier serve|migrate|keys|learn|simulate|replay`: the command line."""
 
 from __future__ import annotations
 
@@ -155,10 +155,32 @@ def parser() -> argparse.ArgumentParser:
         required=True,
         help="one pass over every due experiment, then exit",
     )
+    from simulations.cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 
-COMMANDS = {"serve": cmd_serve, "migrate": cmd_migrate, "keys": cmd_keys, "learn": cmd_learn}
+def cmd_simulate(args: argparse.Namespace, _: Settings) -> int:
+    from simulations.cli import cmd_simulate as simulate
+
+    return simulate(args)
+
+
+def cmd_replay(args: argparse.Namespace, _: Settings) -> int:
+    from simulations.cli import cmd_replay as replay
+
+    return replay(args)
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "migrate": cmd_migrate,
+    "keys": cmd_keys,
+    "learn": cmd_learn,
+    "simulate": cmd_simulate,
+    "replay": cmd_replay,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

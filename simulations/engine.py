@@ -31,6 +31,7 @@ import pandas as pd
 
 from app.bandits import ArmStats, PolicyState, arms_for_uniforms, decision_uniform
 from app.stats.bayes import summarize
+from app.stats.ope import arm_values
 from app.stats.sufficient import SampleStats
 from simulations.environments import Environment
 from simulations.scenario import Feedback, PolicySpec, Scenario, WinnerRule
@@ -100,6 +101,7 @@ class ReplicateResult:
     winner_correct: bool | None = None
     rules: Mapping[str, Any] = field(default_factory=dict)
     final_state: PolicyState | None = None
+    arm_estimates: ArmEstimates | None = None
     log: DecisionLog | None = None
     seconds: float = 0.0
 
@@ -111,6 +113,49 @@ class ReplicateResult:
 def decision_id(replicate: int, round_index: int) -> str:
     """The decision id a simulated decision would carry in the service (for uniforms="hash")."""
     return f"sim-{replicate}-{round_index}"
+
+
+@dataclass(frozen=True)
+class BlockDraws:
+    """The world's random draws for one block of rounds of one replicate."""
+
+    start: int
+    rounds: IntArray
+    segments: IntArray
+    noise: FloatArray
+    """One common random number per round, turned into the served arm's reward."""
+    delays: FloatArray
+    """Seconds from each decision to its outcome."""
+    uniforms: FloatArray
+    """The uniform that picks each round's arm through the served probability vector."""
+
+
+def environment_draws(scenario: Scenario, replicate: int) -> Iterator[BlockDraws]:
+    """Block by block (of `update_interval` rounds), everything random in replicate `replicate`.
+
+    Four independent streams of SeedSequence([seed, replicate]): contexts, reward noise, arm
+    uniforms, delays. None depends on the policy, so every policy of a scenario meets the same
+    world (common random numbers), and live mode replays the same world against a server. With
+    uniforms = "hash" the arm uniforms are the service's own hash of (salt, decision_id).
+    """
+    env = scenario.environment
+    horizon, block = scenario.horizon, scenario.update_interval
+    context_rng, noise_rng, choice_rng, delay_rng = (
+        np.random.default_rng(s)
+        for s in np.random.SeedSequence([scenario.seed, replicate]).spawn(4)
+    )
+    for start in range(0, horizon, block):
+        n = min(block, horizon - start)
+        rounds = np.arange(start, start + n, dtype=np.intp)
+        segments = env.contexts(context_rng, start, n)
+        noise = env.noise(noise_rng, n)
+        delays = _delays(scenario.feedback, delay_rng, n)
+        if scenario.uniforms == "hash":
+            salt = scenario.salt
+            u = np.array([decision_uniform(salt, decision_id(replicate, int(i))) for i in rounds])
+        else:
+            u = choice_rng.random(n)
+        yield BlockDraws(start, rounds, segments, noise, delays, u)
 
 
 def run_replicate(
@@ -127,11 +172,6 @@ def run_replicate(
     n_arms, horizon, block = env.n_arms, scenario.horizon, scenario.update_interval
     n_states = env.n_segments if spec.per_segment else 1
     policy = spec.build(n_arms)
-    streams = [
-        np.random.default_rng(s)
-        for s in np.random.SeedSequence([scenario.seed, replicate]).spawn(4)
-    ]
-    context_rng, noise_rng, choice_rng, delay_rng = streams
     feedback = scenario.feedback
     learner = _Learner(env, feedback, horizon, n_states)
     states = [policy.initial_state()] * n_states
@@ -144,29 +184,20 @@ def run_replicate(
     out_alloc = np.zeros((checkpoints, n_arms))
     out_pulls = np.zeros((checkpoints, n_arms), dtype=np.intp)
     out_learned = np.zeros(checkpoints, dtype=np.intp)
-    log = _LogBuffer(horizon, n_arms) if keep_log else None
+    log = _LogBuffer(horizon, n_arms) if keep_log or scenario.estimate_arms else None
     pulls = np.zeros(n_arms, dtype=np.intp)
     total_reward = total_regret = 0.0
 
-    for c, start in enumerate(range(0, horizon, block)):
-        n = min(block, horizon - start)
-        rounds = np.arange(start, start + n, dtype=np.intp)
-        segments = env.contexts(context_rng, start, n)
-        noise = env.noise(noise_rng, n)
-        delays = _delays(feedback, delay_rng, n)
-        if scenario.uniforms == "hash":
-            u = np.array(
-                [decision_uniform(scenario.salt, decision_id(replicate, int(i))) for i in rounds]
-            )
-        else:
-            u = choice_rng.random(n)
+    for c, draws in enumerate(environment_draws(scenario, replicate)):
+        start, n, rounds, segments = draws.start, draws.rounds.size, draws.rounds, draws.segments
+        u = draws.uniforms
         table = np.array([s.probabilities for s in states])
         state_of = segments if n_states > 1 else np.zeros(n, dtype=np.intp)
         arms = _choose(u, table, state_of)
         expected = env.means(rounds, segments)
         served = expected[np.arange(n), arms]
-        rewards = env.draw(served, noise)
-        learner.record(start, state_of, arms, rewards, delays)
+        rewards = env.draw(served, draws.noise)
+        learner.record(start, state_of, arms, rewards, draws.delays)
 
         pulls += np.bincount(arms, minlength=n_arms)
         total_reward += float(rewards.sum())
@@ -206,12 +237,60 @@ def run_replicate(
         best_arm=int(np.argmax(final_means)),
         rules={k: v for o in observers for k, v in o.result().items()},
         final_state=states[0] if n_states == 1 else None,
-        log=log.freeze() if log is not None else None,
     )
+    if log is not None:
+        frozen = log.freeze()
+        result.log = frozen if keep_log else None
+        if scenario.estimate_arms:
+            result.arm_estimates = estimate_arms(frozen, env)
     if tracker is not None:
         result.winner, result.winner_round, result.winner_correct = tracker.outcome()
     result.seconds = time.perf_counter() - started
     return result
+
+
+@dataclass(frozen=True)
+class ArmEstimates:
+    """Each arm's value estimated from one replicate's own logs, next to the truth.
+
+    truth[a]: the mean over the logged rounds of arm a's expected reward (what "always serve a"
+    would have earned on average in those rounds and contexts). naive[a]: the mean reward of
+    the rounds that served a (NaN if never served). ips[a]: the inverse-propensity estimate
+    (1/n) sum 1{a_i = a} r_i / p_i, with its 95% CI, from app.stats.ope.arm_values.
+    """
+
+    truth: FloatArray
+    naive: FloatArray
+    ips: FloatArray
+    ips_ci_low: FloatArray
+    ips_ci_high: FloatArray
+    pulls: IntArray
+
+
+def estimate_arms(log: DecisionLog, env: Environment) -> ArmEstimates:
+    n_arms = log.probabilities.shape[1]
+    pulls = np.bincount(log.arm, minlength=n_arms)
+    sums = np.bincount(log.arm, weights=log.reward, minlength=n_arms)
+    naive = np.divide(sums, pulls, out=np.full(n_arms, np.nan), where=pulls > 0)
+    # The CI used here needs no range; the range only feeds the confidence sequence.
+    span = (float(min(0.0, log.reward.min())), float(max(1.0, log.reward.max())))
+    values = arm_values(
+        log.arm,
+        log.reward,
+        log.propensity,
+        n_arms=n_arms,
+        simultaneous=False,
+        reward_range=span,
+    )
+    ips = np.array([np.nan if e is None else e for e in values.estimate], dtype=np.float64)
+    return ArmEstimates(
+        truth=log.expected.mean(axis=0),
+        naive=naive,
+        ips=ips,
+        ips_ci_low=np.asarray(values.ci_low),
+        ips_ci_high=np.asarray(values.ci_high),
+        pulls=pulls,
+    )
 
 
 def _choose(u: FloatArray, table: FloatArray, state_of: IntArray) -> IntArray:

@@ -153,6 +153,9 @@ class Scenario:
     feedback: Feedback | None = None
     winner: WinnerRule | None = None
     decision_rules: Mapping[str, Any] | None = None
+    estimate_arms: bool = False
+    """Estimate every arm's value from each replicate's own logs, naively and by IPS (the
+    feedback-loop study); see simulations.studies."""
     description: str = ""
     source: Path | None = None
 
@@ -210,6 +213,7 @@ _TOP_KEYS = {
     "feedback",
     "winner",
     "decision_rules",
+    "estimate_arms",
 }
 
 
@@ -238,6 +242,7 @@ def scenario_from_dict(data: Mapping[str, Any], *, source: Path | None = None) -
         decision_rules=_table("decision_rules", data["decision_rules"])
         if "decision_rules" in data
         else None,
+        estimate_arms=_flag("estimate_arms", data.get("estimate_arms", False)),
         source=source,
     )
 
@@ -260,14 +265,14 @@ def environment_from_dict(data: Mapping[str, Any]) -> Environment:
     _known("environment.", data, _ENV_KEYS[kind] | {"kind"})
     try:
         if kind in ("bernoulli", "gaussian"):
-            _require("environment", data, "means")
+            _require("", data, "means")
             return StationaryArms(data["means"], reward=kind, sd=data.get("sd", 1.0))
         common = {"reward": data.get("reward", "bernoulli"), "sd": data.get("sd", 1.0)}
         if kind == "contextual":
-            _require("environment", data, "segment_means")
+            _require("", data, "segment_means")
             return SegmentedArms(data["segment_means"], data.get("segment_weights"), **common)
         for key in ("start_means", "end_means", "change_at"):
-            _require("environment", data, key)
+            _require("", data, key)
         return DriftingArms(
             data["start_means"],
             data["end_means"],
@@ -286,9 +291,7 @@ def _policy(index: int, data: Mapping[str, Any]) -> PolicySpec:
     kind = _text(f"policies.{index}.type", data["type"])
     params = _table(f"policies.{index}.params", data.get("params", {}))
     weights = data.get("weights")
-    per_segment = data.get("per_segment", False)
-    if not isinstance(per_segment, bool):
-        raise ScenarioError(f"policies.{index}.per_segment", "per_segment must be true or false")
+    per_segment = _flag(f"policies.{index}.per_segment", data.get("per_segment", False))
     return PolicySpec(
         name=_text(f"policies.{index}.name", data.get("name", kind)),
         kind=kind,
@@ -321,7 +324,14 @@ def _known(prefix: str, data: Mapping[str, Any], allowed: set[str]) -> None:
 
 def _require(prefix: str, data: Mapping[str, Any], key: str) -> None:
     if key not in data:
-        raise ScenarioError(f"{prefix}.{key}", f"{prefix} needs {key}")
+        where = f"{prefix}.{key}" if prefix else key
+        raise ScenarioError(where, f"{prefix or 'environment'} needs {key}")
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ScenarioError(name, f"{name} must be true or false")
+    return value
 
 
 def _table(name: str, value: Any) -> Mapping[str, Any]:

@@ -11,6 +11,7 @@ from scipy import stats
 from app.bandits.allocation import (
     apply_floor,
     arm_for_bucket,
+    arms_for_uniforms,
     sample_arm,
     sampled_choice,
     tied_for_top,
@@ -127,3 +128,40 @@ def test_floored_allocation_is_a_valid_vector_above_the_floor(
     assert abs(q.sum() - 1.0) <= 1e-9
     # Order-preserving: the floor never changes which arm is ahead.
     assert np.all(np.diff(q)[np.diff(p) > 0] >= 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    weights=st.lists(
+        st.one_of(st.just(0.0), st.floats(min_value=1e-6, max_value=1.0)), min_size=1, max_size=8
+    ).filter(lambda w: sum(w) > 0),
+    u=st.lists(
+        st.one_of(
+            st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
+            st.just(1.0 - 2.0**-53),
+            st.just(0.0),
+        ),
+        min_size=1,
+        max_size=50,
+    ),
+)
+def test_arms_for_uniforms_is_arm_for_bucket_element_by_element(
+    weights: list[float], u: list[float]
+) -> None:
+    # Including cumulative ranges that end a hair below 1 and weights of 0: the vectorised rule
+    # the simulations use must pick exactly the arm the service's rule picks.
+    total = sum(weights)
+    w = [x / total for x in weights]
+    assert arms_for_uniforms(u, w).tolist() == [arm_for_bucket(x, w) for x in u]
+
+
+def test_arms_for_uniforms_boundaries_and_bad_input() -> None:
+    w = [0.2, 0.0, 0.3, 0.5, 0.0]
+    # u exactly on a cumulative boundary belongs to the next positive arm: [c_{i-1}, c_i).
+    assert arms_for_uniforms([0.0, 0.2, 0.5, 0.9999999], w).tolist() == [0, 2, 3, 3]
+    with pytest.raises(ValueError, match="in \\[0, 1\\)"):
+        arms_for_uniforms([1.0], w)
+    with pytest.raises(ValueError, match="positive entry"):
+        arms_for_uniforms([0.5], [0.0, 0.0])
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        arms_for_uniforms([0.5], [0.5, -0.5, 1.0])

@@ -377,3 +377,14 @@ def test_a_state_with_an_invalid_vector_cannot_be_built(
 def test_a_state_for_the_wrong_number_of_arms_is_refused_when_choosing() -> None:
     with pytest.raises(ValueError, match="one entry per arm"):
         ThompsonPolicy(3).choose(PolicyState((0.5, 0.5)), salt="s", unit_id="u", decision_id="d")
+
+
+def test_greedy_exists_only_by_explicit_opt_in_and_never_through_build_policy() -> None:
+    # The feedback-loop study needs a policy that never explores; the service must never get one.
+    with pytest.raises(PolicyConfigError, match="epsilon must be in"):
+        EpsilonGreedyPolicy(3, epsilon=0.0)
+    with pytest.raises(PolicyConfigError, match="allow_greedy is not a parameter"):
+        build_policy("epsilon_greedy", {"epsilon": 0.0, "allow_greedy": True}, n_arms=3)
+    greedy = EpsilonGreedyPolicy(3, epsilon=0.0, allow_greedy=True)
+    state = greedy.update([ArmStats(10, 2.0, 2.0), ArmStats(10, 5.0, 5.0), ArmStats(10, 1.0, 1.0)])
+    assert state.probabilities == (0.0, 1.0, 0.0)

@@ -1,0 +1,174 @@
+"""`croupier simulate` and `croupier replay`: the simulations' command line.
+
+app/cli.py registers these sub-commands and calls in here lazily, so the service's own commands
+never import pandas, matplotlib or the simulations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from simulations.environments import ScenarioError
+
+
+def add_parsers(sub: Any) -> None:
+    simulate = sub.add_parser(
+        "simulate",
+        help="run an offline policy simulation scenario (TOML)",
+        description="Run every policy of SCENARIO for its replicates, in parallel, and write "
+        "per-round metrics, a summary table and plots to --out.",
+    )
+    simulate.add_argument("scenario", type=Path, help="scenario file (TOML)")
+    simulate.add_argument("--replicates", type=int, help="override the scenario's replicates")
+    simulate.add_argument("--out", type=Path, help="output directory (default: sim-out/NAME)")
+    simulate.add_argument("--workers", type=int, help="processes (default: one per core)")
+    simulate.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=("parquet", "csv"),
+        help="per-round metrics format (repeatable; default both)",
+    )
+    simulate.add_argument(
+        "--logs", action="store_true", help="also write every decision (logs.parquet)"
+    )
+    simulate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    simulate.add_argument(
+        "--live",
+        metavar="URL",
+        help="also drive a running Croupier server at URL with the scenario and compare its "
+        "allocations with the in-process simulation (API key: CROUPIER_API_KEY)",
+    )
+
+    replay = sub.add_parser(
+        "replay",
+        help="off-policy evaluation of candidate policies on logged decisions",
+        description="Estimate, with IPS, SNIPS and DR, the value of uniform random, each "
+        "fixed arm and the given policies (trained on the log) from a log of decisions with "
+        "propensities (CSV or Parquet with columns arm|variant, propensity, reward[, segment]).",
+    )
+    replay.add_argument("log", type=Path)
+    replay.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="TYPE[:JSON]",
+        help="a candidate, e.g. thompson or 'epsilon_greedy:{\"epsilon\": 0.05}' (repeatable)",
+    )
+    replay.add_argument("--per-segment", action="store_true", help="one policy per segment")
+    replay.add_argument("--segment-column", default="segment")
+    replay.add_argument("--alpha", type=float, default=0.05)
+    replay.add_argument("--format", choices=("md", "csv", "json"), default="md")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from simulations.engine import run
+    from simulations.output import format_summary, write_outputs
+    from simulations.scenario import load_scenario
+
+    try:
+        scenario = load_scenario(args.scenario).with_replicates(args.replicates)
+    except ScenarioError as exc:
+        print(f"error: {args.scenario}: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or Path("sim-out") / scenario.name
+    result = run(
+        scenario,
+        workers=args.workers,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        keep_log=args.logs,
+    )
+    written = write_outputs(result, out, formats=tuple(args.formats or ("parquet", "csv")))
+    if args.logs:
+        written["logs"] = _write_logs(result, out)
+    print(format_summary(result))
+    if args.live:
+        verdict = _live(args.live, scenario, result)
+        if verdict is not None:
+            print(verdict)
+    print(f"\n{len(result.replicates)} runs in {result.seconds:.1f} s; wrote to {out}/:")
+    for name in sorted(written):
+        print(f"  {written[name].name}")
+    return 0
+
+
+def _write_logs(result: Any, out: Path) -> Path:
+    import pandas as pd
+
+    frames = []
+    for r in result.replicates:
+        frame = r.log.frame()
+        frame.insert(0, "replicate", r.replicate)
+        frame.insert(0, "policy", r.policy)
+        frames.append(frame)
+    path = out / "logs.parquet"
+    pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
+    return path
+
+
+def _live(url: str, scenario: Any, result: Any) -> str | None:
+    from simulations.live import compare, run_live
+
+    key = os.environ.get("CROUPIER_API_KEY")
+    if not key:
+        print("error: --live needs an admin API key in CROUPIER_API_KEY", file=sys.stderr)
+        return None
+    lines = []
+    for spec in scenario.policies:
+        live = run_live(scenario, base_url=url, api_key=key, policy=spec.name)
+        lines.append(f"live {spec.name}: {compare(live, result)}")
+    return "\n".join(lines)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from simulations.replay import (
+        evaluate,
+        log_from_frame,
+        logged_value,
+        read_log,
+        standard_candidates,
+    )
+
+    try:
+        log = log_from_frame(read_log(args.log), segment_column=args.segment_column)
+        specs = [_policy_spec(text, args.per_segment) for text in args.policy]
+        candidates = standard_candidates(log, specs)
+    except (ScenarioError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    table = evaluate(log, candidates, alpha=args.alpha)
+    logged = logged_value(log)
+    if args.format == "json":
+        print(json.dumps({"logged": logged, "estimates": table.to_dict(orient="records")}))
+    elif args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        from simulations.output import markdown_table
+
+        print(
+            f"Logged policy: mean reward {logged['estimate']:.4f} "
+            f"(se {logged['std_error']:.4f}) over {log.n} decisions, {log.n_arms} arms, "
+            f"{log.n_segments} segment(s).\n"
+        )
+        print(markdown_table(table))
+    return 0
+
+
+def _policy_spec(text: str, per_segment: bool) -> Any:
+    from simulations.scenario import PolicySpec
+
+    kind, _, params = text.partition(":")
+    try:
+        parsed = json.loads(params) if params else {}
+    except json.JSONDecodeError as exc:
+        raise ScenarioError(
+            "policy", f"{text!r}: parameters must be a JSON object ({exc})"
+        ) from None
+    if not isinstance(parsed, dict):
+        raise ScenarioError("policy", f"{text!r}: parameters must be a JSON object")
+    return PolicySpec(name=text, kind=kind, params=parsed, per_segment=per_segment)

@@ -1,0 +1,251 @@
+"""Off-policy evaluation of candidate policies on logged decisions.
+
+A log is a table with one row per decision: `arm` (0-based) or `variant` (a name, mapped to an
+arm by `arms=`), `propensity` (the probability the served arm had when it was served, in
+(0, 1]), `reward`, and optionally a context column (`segment` by default) whose values group
+the rounds. The service's exports and `croupier simulate --logs` write such tables (CSV or
+Parquet); `read_log` reads either.
+
+A candidate is a per-context allocation: a probability per arm, possibly different in each
+context segment. `candidate_from_policy` builds one the way the service would: the policy,
+built by the service's own factory, updated on the log's per-arm sufficient statistics (per
+segment with `per_segment`), serves its state's probabilities. `uniform` and `always(arm)` are
+the usual yardsticks. Every candidate is evaluated with the statistics engine's estimators:
+
+* IPS and SNIPS, with their normal-approximation intervals;
+* DR with a tabular reward model qhat(segment, arm) = mean reward, 2-fold cross-fitted (the
+  model that scores a round never saw it, so DR keeps its interval honest; Chernozhukov et al.
+  2018, "Double/debiased machine learning", sec. 3).
+
+The candidate's probability of the logged arm, divided by the logged propensity, is the
+importance weight; a candidate that puts weight where the logging policy never acted cannot be
+evaluated (the estimators refuse a log with no overlap), which is why the service never lets
+exploration reach 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from app.bandits import ArmStats
+from app.stats.ope import (
+    DoublyRobust,
+    InversePropensityScore,
+    LoggedFeedback,
+    PolicyValueEstimate,
+    SelfNormalizedIPS,
+)
+from app.stats.sufficient import StatsInputError
+from simulations.environments import ScenarioError
+from simulations.scenario import PolicySpec
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+
+@dataclass(frozen=True)
+class Log:
+    """A validated log: arrays of equal length; segments are coded 0..S-1."""
+
+    arm: IntArray
+    propensity: FloatArray
+    reward: FloatArray
+    segment: IntArray
+    n_arms: int
+    segment_names: tuple[str, ...] = ("all",)
+
+    @property
+    def n(self) -> int:
+        return int(self.arm.size)
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.segment_names)
+
+
+def read_log(path: str | Path) -> pd.DataFrame:
+    source = Path(path)
+    if source.suffix == ".parquet":
+        return pd.read_parquet(source)
+    if source.suffix == ".csv":
+        return pd.read_csv(source)
+    raise ScenarioError("log", f"a log must be a .csv or .parquet file, got {source.name}")
+
+
+def log_from_frame(
+    frame: pd.DataFrame,
+    *,
+    arms: Sequence[str] | None = None,
+    segment_column: str | None = "segment",
+) -> Log:
+    """Validate a logged-decisions table; every problem names the column and the rule."""
+    for column in ("propensity", "reward"):
+        if column not in frame.columns:
+            raise ScenarioError(column, f"the log needs a {column!r} column")
+    if "arm" in frame.columns and arms is None:
+        arm = _whole_numbers("arm", frame["arm"])
+        n_arms = int(arm.max()) + 1 if arm.size else 0
+    elif "variant" in frame.columns:
+        names = list(arms) if arms is not None else sorted(frame["variant"].astype(str).unique())
+        index = {name: i for i, name in enumerate(names)}
+        unknown = set(frame["variant"].astype(str)) - set(index)
+        if unknown:
+            raise ScenarioError("variant", f"variants not in arms: {sorted(unknown)[:5]}")
+        arm = frame["variant"].astype(str).map(index).to_numpy(dtype=np.intp)
+        n_arms = len(names)
+    else:
+        raise ScenarioError("arm", "the log needs an 'arm' (0-based) or a 'variant' column")
+    if arm.size == 0:
+        raise ScenarioError("log", "the log is empty")
+    if arm.min() < 0:
+        raise ScenarioError("arm", "arm must be >= 0")
+    propensity = _finite("propensity", frame["propensity"])
+    if propensity.min() <= 0 or propensity.max() > 1:
+        raise ScenarioError("propensity", "every propensity must be in (0, 1]")
+    reward = _finite("reward", frame["reward"])
+    if segment_column is not None and segment_column in frame.columns:
+        codes, uniques = pd.factorize(frame[segment_column].astype(str), sort=True)
+        segment = np.asarray(codes, dtype=np.intp)
+        segment_names = tuple(str(u) for u in uniques)
+    else:
+        segment = np.zeros(arm.size, dtype=np.intp)
+        segment_names = ("all",)
+    return Log(arm, propensity, reward, segment, n_arms, segment_names)
+
+
+def _whole_numbers(name: str, column: pd.Series[Any]) -> IntArray:
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+        raise ScenarioError(name, f"{name} must hold whole numbers")
+    return values.astype(np.intp)
+
+
+def _finite(name: str, column: pd.Series[Any]) -> FloatArray:
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ScenarioError(name, f"{name} must hold finite numbers")
+    return values
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A policy to evaluate: `allocation[s, a]` = probability of arm a in segment s."""
+
+    name: str
+    allocation: FloatArray
+
+    def target_probability(self, log: Log) -> FloatArray:
+        result: FloatArray = self.allocation[log.segment, log.arm]
+        return result
+
+
+def uniform(log: Log) -> Candidate:
+    return Candidate("uniform", np.full((log.n_segments, log.n_arms), 1.0 / log.n_arms))
+
+
+def always(log: Log, arm: int) -> Candidate:
+    allocation = np.zeros((log.n_segments, log.n_arms))
+    allocation[:, arm] = 1.0
+    return Candidate(f"always arm {arm}", allocation)
+
+
+def candidate_from_policy(log: Log, spec: PolicySpec) -> Candidate:
+    """The allocation the service's policy would serve after learning from this whole log."""
+    policy = spec.build(log.n_arms)
+    cells = log.segment * log.n_arms + log.arm if spec.per_segment else log.arm
+    groups = log.n_segments if spec.per_segment else 1
+    size = groups * log.n_arms
+    count = np.bincount(cells, minlength=size).reshape(groups, log.n_arms)
+    total = np.bincount(cells, weights=log.reward, minlength=size).reshape(groups, log.n_arms)
+    squares = np.bincount(cells, weights=log.reward**2, minlength=size).reshape(groups, log.n_arms)
+    rows = [
+        policy.update(
+            [ArmStats(int(n), float(t), float(q)) for n, t, q in zip(*cell, strict=True)]
+        ).probabilities
+        for cell in zip(count, total, squares, strict=True)
+    ]
+    allocation = np.array(rows)
+    if not spec.per_segment:
+        allocation = np.repeat(allocation, log.n_segments, axis=0)
+    return Candidate(spec.name, allocation)
+
+
+def _cross_fitted_model(log: Log) -> FloatArray:
+    """qhat[i, a]: mean reward of (segment_i, a) on the other fold (rounds of the other parity).
+
+    A cell the other fold never saw falls back to that fold's overall mean reward.
+    """
+    fold = np.arange(log.n) % 2
+    size = log.n_segments * log.n_arms
+    qhat = np.zeros((log.n, log.n_arms))
+    for f in (0, 1):
+        train = fold != f
+        cells = log.segment[train] * log.n_arms + log.arm[train]
+        n = np.bincount(cells, minlength=size)
+        s = np.bincount(cells, weights=log.reward[train], minlength=size)
+        fallback = float(log.reward[train].mean()) if train.any() else 0.0
+        table = np.where(n > 0, s / np.maximum(n, 1), fallback).reshape(log.n_segments, log.n_arms)
+        qhat[fold == f] = table[log.segment[fold == f]]
+    return qhat
+
+
+def evaluate(log: Log, candidates: Sequence[Candidate], *, alpha: float = 0.05) -> pd.DataFrame:
+    """IPS, SNIPS and DR estimates (with CIs) of every candidate's value on the log.
+
+    An estimator that cannot give an answer (no overlap, no variation) reports its reason in
+    `note` instead of a number.
+    """
+    qhat = _cross_fitted_model(log)
+    logged_q = qhat[np.arange(log.n), log.arm]
+    rows: list[dict[str, Any]] = []
+    for candidate in candidates:
+        target = candidate.target_probability(log)
+        feedback = LoggedFeedback(
+            reward=log.reward,
+            propensity=log.propensity,
+            target_probability=target,
+            reward_model_logged=logged_q,
+            reward_model_target=(qhat * candidate.allocation[log.segment]).sum(axis=1),
+        )
+        for estimator in (InversePropensityScore(), SelfNormalizedIPS(), DoublyRobust()):
+            row: dict[str, Any] = {"candidate": candidate.name, "estimator": estimator.name}
+            try:
+                result: PolicyValueEstimate = estimator.estimate_interval(feedback, alpha=alpha)
+            except StatsInputError as exc:
+                row |= {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+                row |= {"std_error": math.nan, "effective_sample_size": math.nan}
+                row["note"] = str(exc)
+            else:
+                row |= {
+                    "estimate": result.estimate,
+                    "std_error": result.std_error,
+                    "ci_low": result.ci_low,
+                    "ci_high": result.ci_high,
+                    "effective_sample_size": result.effective_sample_size,
+                    "note": "",
+                }
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def logged_value(log: Log) -> Mapping[str, float]:
+    """The logging policy's own value: the mean logged reward, with its standard error."""
+    se = float(log.reward.std(ddof=1) / math.sqrt(log.n)) if log.n > 1 else math.nan
+    return {"estimate": float(log.reward.mean()), "std_error": se}
+
+
+def standard_candidates(log: Log, specs: Sequence[PolicySpec] = ()) -> list[Candidate]:
+    """The yardsticks (uniform, each fixed arm) and the given policies trained on the log."""
+    return [
+        uniform(log),
+        *(always(log, a) for a in range(log.n_arms)),
+        *(candidate_from_policy(log, s) for s in specs),
+    ]
