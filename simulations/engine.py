@@ -5,7 +5,7 @@ One replicate of one policy runs `horizon` rounds in blocks of `update_interval`
 1. every round of the block gets a context segment and one common random number for its reward
    (the same for every policy in the same replicate: common random numbers);
 2. the policy's current `PolicyState` picks the arms, by the service's inverse-CDF rule
-   (`app.bandits.arms_for_uniforms`, element for element `arm_for_bucket`), from a seeded stream
+   (`app.bandits.allocation.inverse_cdf_arms`, element for element `arm_for_bucket`), from a seeded stream
    of uniforms or, with `uniforms = "hash"`, from the service's own per-decision hash;
 3. rewards are drawn; the learner, at the end of the block, adds the decisions whose reward
    window has closed to the cumulative per-arm statistics (exactly the service learner's rule,
@@ -29,7 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from app.bandits import ArmStats, PolicyState, arms_for_uniforms, decision_uniform
+from app.bandits import ArmStats, PolicyState, decision_uniform
+from app.bandits.allocation import inverse_cdf_arms
 from app.stats.bayes import summarize
 from app.stats.ope import arm_values
 from app.stats.sufficient import SampleStats
@@ -194,33 +195,40 @@ def run_replicate(
         table = np.array([s.probabilities for s in states])
         state_of = segments if n_states > 1 else np.zeros(n, dtype=np.intp)
         arms = _choose(u, table, state_of)
-        expected = env.means(rounds, segments)
-        served = expected[np.arange(n), arms]
+        served, best = env.served_and_best(rounds, segments, arms)
         rewards = env.draw(served, draws.noise)
         learner.record(start, state_of, arms, rewards, draws.delays)
 
         pulls += np.bincount(arms, minlength=n_arms)
         total_reward += float(rewards.sum())
-        total_regret += float((expected.max(axis=1) - served).sum())
-        served_vectors = table[state_of]
+        total_regret += float((best - served).sum())
+        if n_states == 1:
+            out_alloc[c] = table[0]
+        else:
+            out_alloc[c] = np.bincount(state_of, minlength=n_states) @ table / n
         if log is not None:
             log.add(
-                start, segments, arms, served_vectors, learner.learned_reward(start, n), expected
+                start,
+                segments,
+                arms,
+                table[state_of],
+                learner.learned_reward(start, n),
+                env.means(rounds, segments),
             )
 
         # The learner runs at the end of the block, as the service's would.
         cumulative = learner.close_through(start + n)
         states = [policy.update(cumulative[s]) for s in range(n_states)]
-        pooled = learner.pooled()
-        for observer in observers:
-            observer.look(start + n, pooled)
-        if tracker is not None:
-            tracker.look(start + n, pooled)
+        if observers or tracker is not None:
+            pooled = learner.pooled()
+            for observer in observers:
+                observer.look(start + n, pooled)
+            if tracker is not None:
+                tracker.look(start + n, pooled)
 
         out_rounds[c] = start + n
         out_reward[c] = total_reward
         out_regret[c] = total_regret
-        out_alloc[c] = served_vectors.mean(axis=0)
         out_pulls[c] = pulls
         out_learned[c] = learner.learned
 
@@ -294,13 +302,15 @@ def estimate_arms(log: DecisionLog, env: Environment) -> ArmEstimates:
 
 
 def _choose(u: FloatArray, table: FloatArray, state_of: IntArray) -> IntArray:
+    # The uniforms are in [0, 1) by construction and every row is a PolicyState's validated
+    # vector: the unchecked core of arms_for_uniforms (same rule, tested equal) suffices.
     if table.shape[0] == 1:
-        return arms_for_uniforms(u, table[0])
+        return inverse_cdf_arms(u, table[0])
     arms = np.empty(u.size, dtype=np.intp)
     for s in range(table.shape[0]):
         mask = state_of == s
         if mask.any():
-            arms[mask] = arms_for_uniforms(u[mask], table[s])
+            arms[mask] = inverse_cdf_arms(u[mask], table[s])
     return arms
 
 
@@ -497,6 +507,26 @@ class SimulationResult:
             frames.append(pd.DataFrame(columns))
         return pd.concat(frames, ignore_index=True)
 
+    def replicates_frame(self) -> pd.DataFrame:
+        """One row per (policy, replicate): final regret and reward, declared winner, time."""
+        return pd.DataFrame(
+            [
+                {
+                    "policy": r.policy,
+                    "replicate": r.replicate,
+                    "rounds": int(r.rounds[-1]),
+                    "final_regret": r.final_regret,
+                    "mean_reward": float(r.cumulative_reward[-1] / r.rounds[-1]),
+                    "best_arm": r.best_arm,
+                    "winner": r.winner,
+                    "winner_round": r.winner_round,
+                    "winner_correct": r.winner_correct,
+                    "seconds": r.seconds,
+                }
+                for r in self.replicates
+            ]
+        )
+
     def summary(self) -> pd.DataFrame:
         """One row per policy: regret, reward, and how the winner criterion fared."""
         rows = []
@@ -510,7 +540,8 @@ class SimulationResult:
                 "final_regret_mean": regret.mean(),
                 "final_regret_se": _se(regret),
                 "mean_reward": reward.mean(),
-                "best_arm_share_final": float(
+                # Share of all decisions served to the arm that is best on average at the end.
+                "best_arm_share": float(
                     np.mean([r.pulls[-1, r.best_arm] / r.rounds[-1] for r in results])
                 ),
             }
@@ -520,7 +551,7 @@ class SimulationResult:
                     results
                 )
                 row["median_rounds_to_winner"] = (
-                    float(np.median([r.winner_round for r in declared])) if declared else None
+                    float(np.median([r.winner_round for r in declared])) if declared else math.nan
                 )
             rows.append(row)
         return pd.DataFrame(rows)

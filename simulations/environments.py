@@ -59,6 +59,15 @@ class Environment(ABC):
     def means(self, rounds: IntArray, segments: IntArray) -> FloatArray:
         """Expected reward of every arm in each round: shape (len(rounds), n_arms)."""
 
+    def served_and_best(
+        self, rounds: IntArray, segments: IntArray, arms: IntArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """Per round: the served arm's expected reward, and the best arm's (for regret)."""
+        means = self.means(rounds, segments)
+        served: FloatArray = means[np.arange(arms.size), arms]
+        best: FloatArray = means.max(axis=1)
+        return served, best
+
     def average_means(self, round_index: int) -> FloatArray:
         """Each arm's expected reward in round `round_index`, averaged over the contexts."""
         rounds = np.array([round_index], dtype=np.intp)
@@ -124,6 +133,13 @@ class StationaryArms(Environment):
 
     def means(self, rounds: IntArray, segments: IntArray) -> FloatArray:
         return np.broadcast_to(self.arm_means, (rounds.size, self.n_arms))
+
+    def served_and_best(
+        self, rounds: IntArray, segments: IntArray, arms: IntArray
+    ) -> tuple[FloatArray, FloatArray]:
+        # The same numbers as the general rule, without an (n, K) array.
+        served: FloatArray = self.arm_means[arms]
+        return served, np.full(arms.size, self.arm_means.max())
 
 
 @dataclass(frozen=True)

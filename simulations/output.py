@@ -5,8 +5,10 @@
 * `checkpoints.parquet` / `checkpoints.csv`: `SimulationResult.checkpoints()`, one row per
   policy x replicate x checkpoint;
 * `summary.csv` / `summary.md`: `SimulationResult.summary()`, one row per policy;
-* `decision_rules.csv` / `decision_rules.md`: `simulations.rules.summarize_rules(result)`, only
-  when some replicate ran decision rules;
+* `replicates.csv`: one row per policy x replicate (final regret, declared winner, ...);
+* `decision_rules.csv` / `.md`: `simulations.rules.summarize_rules(result)`, only when some
+  replicate ran decision rules; `feedback_loop.csv` / `.md` and `arm_estimates.csv` / `.md`
+  (`simulations.studies`) when the scenario sets `estimate_arms`;
 * `scenario.json`: everything needed to tell what was run;
 * `regret.png`, `allocation.png` and, with a `[winner]` table, `winner.png`.
 
@@ -34,6 +36,7 @@ from matplotlib.ticker import MaxNLocator
 from simulations.engine import ReplicateResult, SimulationResult
 from simulations.environments import DriftingArms
 from simulations.scenario import Scenario
+from simulations.studies import arm_estimate_table, feedback_loop_table
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -74,13 +77,15 @@ def write_outputs(
         checkpoints.to_csv(target("checkpoints.csv"), index=False)
 
     summary = result.summary()
-    rules = decision_rules_table(result)
+    studies = study_tables(result)
     summary.to_csv(target("summary.csv"), index=False)
-    target("summary.md").write_text(_summary_text(result, summary, rules), encoding="utf-8")
-    if rules is not None:
-        rules.to_csv(target("decision_rules.csv"), index=False)
-        rules_md = f"# {result.scenario.name}: decision rules\n\n{markdown_table(rules)}"
-        target("decision_rules.md").write_text(rules_md, encoding="utf-8")
+    result.replicates_frame().to_csv(target("replicates.csv"), index=False)
+    target("summary.md").write_text(_summary_text(result, summary, studies), encoding="utf-8")
+    for name, table in studies.items():
+        table.to_csv(target(f"{name}.csv"), index=False)
+        title = name.replace("_", " ")
+        text = f"# {result.scenario.name}: {title}\n\n{markdown_table(table)}"
+        target(f"{name}.md").write_text(text, encoding="utf-8")
 
     text = json.dumps(scenario_dict(result.scenario), indent=2, allow_nan=False)
     target("scenario.json").write_text(text + "\n", encoding="utf-8")
@@ -93,8 +98,25 @@ def write_outputs(
 
 
 def format_summary(result: SimulationResult) -> str:
-    """The markdown summary: what was run, one row per policy, and the decision rules if any."""
-    return _summary_text(result, result.summary(), decision_rules_table(result))
+    """The markdown summary: what was run, one row per policy, and the studies' tables."""
+    return _summary_text(result, result.summary(), study_tables(result))
+
+
+def study_tables(result: SimulationResult) -> dict[str, pd.DataFrame]:
+    """The scenario's study tables, by file stem.
+
+    * "decision_rules": `simulations.rules.summarize_rules`, when some replicate ran rules;
+    * "feedback_loop" and "arm_estimates": `simulations.studies`, when the scenario sets
+      estimate_arms.
+    """
+    tables: dict[str, pd.DataFrame] = {}
+    rules = decision_rules_table(result)
+    if rules is not None:
+        tables["decision_rules"] = rules
+    if result.scenario.estimate_arms:
+        tables["feedback_loop"] = feedback_loop_table(result)
+        tables["arm_estimates"] = arm_estimate_table(result)
+    return tables
 
 
 def decision_rules_table(result: SimulationResult) -> pd.DataFrame | None:
@@ -108,7 +130,7 @@ def decision_rules_table(result: SimulationResult) -> pd.DataFrame | None:
 
 
 def _summary_text(
-    result: SimulationResult, summary: pd.DataFrame, rules: pd.DataFrame | None
+    result: SimulationResult, summary: pd.DataFrame, studies: Mapping[str, pd.DataFrame]
 ) -> str:
     s = result.scenario
     lines = [f"# {s.name}", ""]
@@ -134,8 +156,8 @@ def _summary_text(
             "",
         ]
     lines += [markdown_table(summary)]
-    if rules is not None:
-        lines += ["## Decision rules", "", markdown_table(rules)]
+    for name, table in studies.items():
+        lines += ["", f"## {name.replace('_', ' ').capitalize()}", "", markdown_table(table)]
     return "\n".join(lines)
 
 

@@ -136,11 +136,18 @@ def arms_for_uniforms(u: npt.ArrayLike, weights: Sequence[float] | FloatArray) -
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 1 or w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0.0):
         raise ValueError(f"weights must be finite and >= 0, got {w.tolist()}")
-    positive = np.flatnonzero(w > 0.0)
-    if positive.size == 0:
+    if not np.any(w > 0.0):
         raise ValueError("weights must include a positive entry")
-    arms: IntArray = np.searchsorted(np.cumsum(w), draws, side="right")
-    arms[arms >= w.size] = positive[-1]
+    return inverse_cdf_arms(draws, w)
+
+
+def inverse_cdf_arms(u: FloatArray, weights: FloatArray) -> IntArray:
+    """The unchecked core of `arms_for_uniforms`, for callers whose inputs are valid by
+    construction (uniforms from a generator's `random()`, weights from a `PolicyState`)."""
+    arms: IntArray = np.searchsorted(np.cumsum(weights), u, side="right")
+    overflow = arms >= weights.size
+    if overflow.any():
+        arms[overflow] = np.flatnonzero(weights > 0.0)[-1]
     return arms
 
 

@@ -66,8 +66,8 @@ GL_NODES, GL_WEIGHTS = np.polynomial.legendre.leggauss(GAUSS_LEGENDRE_NODES)
 GL_NODES = (GL_NODES + 1.0) / 2.0  # nodes and weights moved from [-1, 1] to [0, 1]
 GL_WEIGHTS = GL_WEIGHTS / 2.0
 
-# log_cdf(j, x) / log_pdf(j, x): arm j's log CDF / log density at the points x.
-ArmFunction = Callable[[int, FloatArray], FloatArray]
+# log_cdf(x) / log_pdf(x): every arm's log CDF / log density at the points x, a K x len(x) array.
+ArmFunction = Callable[[FloatArray], FloatArray]
 
 
 def p_best_beta(alpha: npt.ArrayLike, beta: npt.ArrayLike) -> FloatArray:
@@ -92,24 +92,27 @@ def p_best_beta(alpha: npt.ArrayLike, beta: npt.ArrayLike) -> FloatArray:
         return np.ones(1)
     log_beta_fn = special.betaln(a, b)
 
-    def log_cdf(j: int, y: FloatArray) -> FloatArray:
+    def log_cdf(y: FloatArray) -> FloatArray:
         # Below y = 0 use theta = expit(y); above it 1 - theta = expit(-y) and
         # F(theta) = P(1 - theta' >= 1 - theta) = betaincc(b, a, 1 - theta): each branch keeps
         # the small one of theta, 1 - theta exact. y is sorted, so the branches are two slices.
         split = int(np.searchsorted(y, 0.0, side="right"))
         cdf: FloatArray = np.concatenate(
             [
-                special.betainc(a[j], b[j], special.expit(y[:split])),
-                special.betaincc(b[j], a[j], special.expit(-y[split:])),
-            ]
+                special.betainc(a[:, None], b[:, None], special.expit(y[:split])[None, :]),
+                special.betaincc(b[:, None], a[:, None], special.expit(-y[split:])[None, :]),
+            ],
+            axis=1,
         )
         with np.errstate(divide="ignore"):  # log(0) is floored by the caller
             result: FloatArray = np.log(cdf)
         return result
 
-    def log_pdf(j: int, y: FloatArray) -> FloatArray:
+    def log_pdf(y: FloatArray) -> FloatArray:
         result: FloatArray = (
-            a[j] * special.log_expit(y) + b[j] * special.log_expit(-y) - log_beta_fn[j]
+            a[:, None] * special.log_expit(y)[None, :]
+            + b[:, None] * special.log_expit(-y)[None, :]
+            - log_beta_fn[:, None]
         )
         return result
 
@@ -163,13 +166,14 @@ def p_best_normal(mean: npt.ArrayLike, sd: npt.ArrayLike) -> FloatArray:
     log_sigma = np.log(sigma)
     half_log_2pi = 0.5 * np.log(2.0 * np.pi)
 
-    def log_cdf(j: int, x: FloatArray) -> FloatArray:
+    def log_cdf(x: FloatArray) -> FloatArray:
         # log_ndtr stays accurate far into the lower tail, where log(ndtr) would be -inf.
-        result: FloatArray = special.log_ndtr((x - mu[j]) / sigma[j])
+        result: FloatArray = special.log_ndtr((x[None, :] - mu[:, None]) / sigma[:, None])
         return result
 
-    def log_pdf(j: int, x: FloatArray) -> FloatArray:
-        result: FloatArray = -0.5 * ((x - mu[j]) / sigma[j]) ** 2 - log_sigma[j] - half_log_2pi
+    def log_pdf(x: FloatArray) -> FloatArray:
+        z = (x[None, :] - mu[:, None]) / sigma[:, None]
+        result: FloatArray = -0.5 * z**2 - log_sigma[:, None] - half_log_2pi
         return result
 
     return _p_best(quantiles, log_cdf, log_pdf)
@@ -183,23 +187,19 @@ def _p_best(quantiles: FloatArray, log_cdf: ArmFunction, log_pdf: ArmFunction) -
     nodes, weights = gauss_legendre(cell_edges(quantiles, start, stop))
 
     # Nodes are sorted, so each arm's support [q(eps), q(1 - eps)] is a contiguous slice.
-    # Above its upper quantile an arm's CDF is 1 - O(eps): log F = 0 there.
-    log_cdfs = np.zeros((n_arms, nodes.size))
+    # Above its upper quantile an arm's CDF is 1 - O(eps): log F = 0 there. Every arm is
+    # evaluated at every node in one call (one ufunc call beats K small ones), then masked.
     first = np.searchsorted(nodes, lowest, side="right")
     last = np.searchsorted(nodes, highest, side="left")
-    for j in range(n_arms):
-        if last[j] > 0:
-            log_cdfs[j, : last[j]] = log_cdf(j, nodes[: last[j]])
+    position = np.arange(nodes.size)[None, :]
+    log_cdfs = np.where(position < last[:, None], log_cdf(nodes), 0.0)
     np.maximum(log_cdfs, LOG_CDF_FLOOR, out=log_cdfs)
     log_max_cdf = log_cdfs.sum(axis=0)  # log P(max_j theta_j <= x)
 
-    p = np.zeros(n_arms)
-    for i in range(n_arms):
-        span = slice(first[i], last[i])
-        if span.start >= span.stop:
-            continue  # the whole posterior lies below L: never the best (to within eps)
-        integrand = np.exp(log_pdf(i, nodes[span]) + log_max_cdf[span] - log_cdfs[i, span])
-        p[i] = float(np.dot(integrand, weights[span]))
+    # Outside its support an arm contributes nothing (below L: never the best, to within eps).
+    support = (position >= first[:, None]) & (position < last[:, None])
+    exponent = np.where(support, log_pdf(nodes) + log_max_cdf[None, :] - log_cdfs, -np.inf)
+    p = np.exp(exponent) @ weights
     total = float(p.sum())
     if not (np.isfinite(total) and total > 0.5):
         raise ArithmeticError(f"P(best) integration failed (total mass {total})")

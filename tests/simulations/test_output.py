@@ -54,6 +54,7 @@ def test_writes_every_file_and_returns_their_paths(written: dict[str, Path]) -> 
         "checkpoints.csv",
         "summary.csv",
         "summary.md",
+        "replicates.csv",
         "scenario.json",
         "regret.png",
         "allocation.png",
@@ -191,3 +192,40 @@ def test_markdown_table_formats_cells() -> None:
     assert set(lines[1]) <= {"|", "-", ":", " "}
     assert lines[2].split("|")[1:-1] == [" a      ", "   1 ", " 12346 ", " yes "]
     assert lines[3].split("|")[3].strip() == ""  # NaN is an empty cell
+
+
+def test_replicates_table_has_one_row_per_policy_and_replicate(
+    result: SimulationResult, written: dict[str, Path]
+) -> None:
+    table = pd.read_csv(written["replicates.csv"])
+    assert len(table) == len(result.replicates)
+    by_run = table.set_index(["policy", "replicate"])
+    for r in result.replicates:
+        assert by_run.loc[(r.policy, r.replicate), "final_regret"] == pytest.approx(r.final_regret)
+        declared = by_run.loc[(r.policy, r.replicate), "winner_round"]
+        assert (pd.isna(declared) and r.winner_round is None) or declared == r.winner_round
+
+
+def test_feedback_loop_study_tables_are_written_when_the_scenario_estimates_arms(
+    tmp_path: Path,
+) -> None:
+    scenario = scenario_from_dict(
+        {
+            "name": "loop",
+            "horizon": 600,
+            "update_interval": 60,
+            "replicates": 3,
+            "seed": 4,
+            "estimate_arms": True,
+            "environment": {"kind": "bernoulli", "means": [0.4, 0.6]},
+            "policies": [{"type": "greedy"}, {"type": "thompson"}],
+        }
+    )
+    written = write_outputs(run(scenario, workers=1), tmp_path)
+    loop = pd.read_csv(written["feedback_loop.csv"])
+    assert loop["policy"].tolist() == ["greedy", "thompson"]
+    arms = pd.read_csv(written["arm_estimates.csv"])
+    assert len(arms) == 4
+    summary = written["summary.md"].read_text()
+    assert "## Feedback loop" in summary
+    assert "## Arm estimates" in summary
