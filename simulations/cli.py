@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -50,9 +51,18 @@ def add_parsers(sub: Any) -> None:
         help="off-policy evaluation of candidate policies on logged decisions",
         description="Estimate, with IPS, SNIPS and DR, the value of uniform random, each "
         "fixed arm and the given policies (trained on the log) from a log of decisions with "
-        "propensities (CSV or Parquet with columns arm|variant, propensity, reward[, segment]).",
+        "propensities (CSV or Parquet with columns arm|variant, propensity, reward[, segment]). "
+        "A log of several logging policies (a `policy` column with more than one value, as "
+        "`croupier simulate --logs` writes) is refused: pick one with --where policy=NAME.",
     )
     replay.add_argument("log", type=Path)
+    replay.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="keep only the rows whose COLUMN equals VALUE, e.g. policy=thompson (repeatable)",
+    )
     replay.add_argument(
         "--policy",
         action="append",
@@ -61,7 +71,10 @@ def add_parsers(sub: Any) -> None:
         help="a candidate, e.g. thompson or 'epsilon_greedy:{\"epsilon\": 0.05}' (repeatable)",
     )
     replay.add_argument("--per-segment", action="store_true", help="one policy per segment")
-    replay.add_argument("--segment-column", default="segment")
+    replay.add_argument(
+        "--segment-column",
+        help="the context column (default: segment, if the log has one)",
+    )
     replay.add_argument("--alpha", type=float, default=0.05)
     replay.add_argument("--format", choices=("md", "csv", "json"), default="md")
 
@@ -135,7 +148,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
 
     try:
-        log = log_from_frame(read_log(args.log), segment_column=args.segment_column)
+        frame = _single_logging_policy(_where(read_log(args.log), args.where))
+        if args.segment_column is not None and args.segment_column not in frame.columns:
+            raise ScenarioError("segment-column", f"the log has no {args.segment_column!r} column")
+        log = log_from_frame(frame, segment_column=args.segment_column or "segment")
         specs = [_policy_spec(text, args.per_segment) for text in args.policy]
         candidates = standard_candidates(log, specs)
     except (ScenarioError, OSError) as exc:
@@ -144,7 +160,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     table = evaluate(log, candidates, alpha=args.alpha)
     logged = logged_value(log)
     if args.format == "json":
-        print(json.dumps({"logged": logged, "estimates": table.to_dict(orient="records")}))
+        # NaN (no estimate; see `note`) is not JSON: null instead.
+        records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
+        logged_json = {k: v if math.isfinite(v) else None for k, v in logged.items()}
+        print(json.dumps({"logged": logged_json, "estimates": records}, allow_nan=False))
     elif args.format == "csv":
         print(table.to_csv(index=False), end="")
     else:
@@ -157,6 +176,33 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
         print(markdown_table(table))
     return 0
+
+
+def _where(frame: Any, conditions: list[str]) -> Any:
+    """The rows matching every COLUMN=VALUE (compared as text, so replicate=0 works)."""
+    for condition in conditions:
+        column, sep, value = condition.partition("=")
+        if not sep or not column:
+            raise ScenarioError("where", f"{condition!r}: expected COLUMN=VALUE")
+        if column not in frame.columns:
+            raise ScenarioError("where", f"{condition!r}: the log has no {column!r} column")
+        frame = frame[frame[column].astype(str) == value]
+        if frame.empty:
+            raise ScenarioError("where", f"no rows of the log match {condition!r}")
+    return frame
+
+
+def _single_logging_policy(frame: Any) -> Any:
+    """Refuse to pool the decisions of several logging policies into one "logged policy"."""
+    if "policy" in frame.columns:
+        names = sorted(frame["policy"].astype(str).unique())
+        if len(names) > 1:
+            raise ScenarioError(
+                "log",
+                f"the log holds the decisions of {len(names)} logging policies ({names}); "
+                "choose one with --where policy=NAME",
+            )
+    return frame
 
 
 def _policy_spec(text: str, per_segment: bool) -> Any:

@@ -5,8 +5,8 @@ One replicate of one policy runs `horizon` rounds in blocks of `update_interval`
 1. every round of the block gets a context segment and one common random number for its reward
    (the same for every policy in the same replicate: common random numbers);
 2. the policy's current `PolicyState` picks the arms, by the service's inverse-CDF rule
-   (`app.bandits.allocation.inverse_cdf_arms`, element for element `arm_for_bucket`), from a seeded stream
-   of uniforms or, with `uniforms = "hash"`, from the service's own per-decision hash;
+   (`app.bandits.allocation.inverse_cdf_arms`, element for element `arm_for_bucket`), from a
+   seeded stream of uniforms or, with `uniforms = "hash"`, from the service's own hash;
 3. rewards are drawn; the learner, at the end of the block, adds the decisions whose reward
    window has closed to the cumulative per-arm statistics (exactly the service learner's rule,
    see `Feedback`) and calls `policy.update`, as the service publishes a new policy version.

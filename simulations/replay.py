@@ -90,9 +90,13 @@ def log_from_frame(
     for column in ("propensity", "reward"):
         if column not in frame.columns:
             raise ScenarioError(column, f"the log needs a {column!r} column")
-    if "arm" in frame.columns and arms is None:
+    if "arm" in frame.columns and (arms is None or "variant" not in frame.columns):
         arm = _whole_numbers("arm", frame["arm"])
         n_arms = int(arm.max()) + 1 if arm.size else 0
+        if arms is not None:  # names the arms, including any never served
+            if n_arms > len(arms):
+                raise ScenarioError("arm", f"arm must be < {len(arms)}, the number of arms")
+            n_arms = len(arms)
     elif "variant" in frame.columns:
         names = list(arms) if arms is not None else sorted(frame["variant"].astype(str).unique())
         index = {name: i for i, name in enumerate(names)}

@@ -181,7 +181,6 @@ def p_best_normal(mean: npt.ArrayLike, sd: npt.ArrayLike) -> FloatArray:
 
 def _p_best(quantiles: FloatArray, log_cdf: ArmFunction, log_pdf: ArmFunction) -> FloatArray:
     """Integrate (1) for every arm on the shared grid built from `quantiles` (K x len(Z_LEVELS))."""
-    n_arms = quantiles.shape[0]
     lowest, highest = quantiles[:, 0], quantiles[:, -1]
     start, stop = float(lowest.max()), float(highest.max())
     nodes, weights = gauss_legendre(cell_edges(quantiles, start, stop))
