@@ -25,9 +25,9 @@ def add_parsers(sub: Any) -> None:
         "per-round metrics, a summary table and plots to --out.",
     )
     simulate.add_argument("scenario", type=Path, help="scenario file (TOML)")
-    simulate.add_argument("--replicates", type=int, help="override the scenario's replicates")
+    simulate.add_argument("--replicates", type=_positive, help="override the scenario's replicates")
     simulate.add_argument("--out", type=Path, help="output directory (default: sim-out/NAME)")
-    simulate.add_argument("--workers", type=int, help="processes (default: one per core)")
+    simulate.add_argument("--workers", type=_positive, help="processes (default: one per core)")
     simulate.add_argument(
         "--format",
         dest="formats",
@@ -75,8 +75,28 @@ def add_parsers(sub: Any) -> None:
         "--segment-column",
         help="the context column (default: segment, if the log has one)",
     )
-    replay.add_argument("--alpha", type=float, default=0.05)
+    replay.add_argument("--alpha", type=_probability, default=0.05, help="in (0, 1)")
     replay.add_argument("--format", choices=("md", "csv", "json"), default="md")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
+    return value
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -131,10 +151,16 @@ def _live(url: str, scenario: Any, result: Any) -> str | None:
     if not key:
         print("error: --live needs an admin API key in CROUPIER_API_KEY", file=sys.stderr)
         return None
+    from simulations.live import format_comparison
+    from simulations.scenario import GREEDY
+
     lines = []
     for spec in scenario.policies:
+        if spec.kind == GREEDY or spec.per_segment:
+            lines.append(f"live {spec.name}: skipped (a simulation-only policy)")
+            continue
         live = run_live(scenario, base_url=url, api_key=key, policy=spec.name)
-        lines.append(f"live {spec.name}: {compare(live, result)}")
+        lines += [f"live {spec.name}:", format_comparison(compare(live, result))]
     return "\n".join(lines)
 
 

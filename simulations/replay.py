@@ -26,6 +26,7 @@ exploration reach 0.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +74,14 @@ class Log:
 
 def read_log(path: str | Path) -> pd.DataFrame:
     source = Path(path)
-    if source.suffix == ".parquet":
-        return pd.read_parquet(source)
-    if source.suffix == ".csv":
-        return pd.read_csv(source)
-    raise ScenarioError("log", f"a log must be a .csv or .parquet file, got {source.name}")
+    if source.suffix not in (".parquet", ".csv"):
+        raise ScenarioError("log", f"a log must be a .csv or .parquet file, got {source.name}")
+    try:
+        return pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(source)
+    except OSError:
+        raise
+    except Exception as exc:  # pyarrow / the CSV parser: a file that is not what it says
+        raise ScenarioError("log", f"cannot read {source.name}: {exc}") from None
 
 
 def log_from_frame(
@@ -93,6 +97,9 @@ def log_from_frame(
     if "arm" in frame.columns and (arms is None or "variant" not in frame.columns):
         arm = _whole_numbers("arm", frame["arm"])
         n_arms = int(arm.max()) + 1 if arm.size else 0
+        # A simulation's log carries the whole served vector (p_0 .. p_{K-1}): its width is
+        # the number of arms, including any never served.
+        n_arms = max(n_arms, sum(1 for c in frame.columns if re.fullmatch(r"p_\d+", str(c))))
         if arms is not None:  # names the arms, including any never served
             if n_arms > len(arms):
                 raise ScenarioError("arm", f"arm must be < {len(arms)}, the number of arms")
