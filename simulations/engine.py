@@ -471,7 +471,10 @@ class _WinnerTracker:
             return None, None, None
         arm, rounds = self.declared
         truth = self.env.average_means(rounds - 1)
-        correct = bool(truth[arm] >= truth.max() - 1e-12)
+        # Strictly best, as in the decision-rule studies: declaring one of tied arms (an A/A
+        # test) is a false winner.
+        others = np.delete(truth, arm)
+        correct = bool(others.size == 0 or truth[arm] > others.max() + 1e-12)
         return arm, rounds, correct
 
 

@@ -460,7 +460,8 @@ class Comparison:
     in-process replicate with the same index (all, when service and simulation are one)."""
     first_divergence: int | None = None
     allocation_max_abs_diff: float | None = None
-    """Largest difference between the per-block served allocations, same replicate."""
+    """Largest difference, over every decision, between the probability vector the server
+    served and the one the same in-process replicate served (0 when they are one)."""
 
     @property
     def max_abs_z(self) -> float:
@@ -518,7 +519,9 @@ def compare(live: LiveResult, offline: SimulationResult, *, alpha: float = 0.01)
         same = live.arms == ref_arms
         identical = int(np.count_nonzero(same))
         divergence = None if same.all() else int(np.argmin(same))
-        alloc_diff = float(np.abs(live.allocation - reference.allocation).max())
+        # Decision by decision: the vector the server served against the simulation's.
+        served = np.array([live.versions[int(v)] for v in live.served_version])
+        alloc_diff = float(np.abs(served - reference.log.probabilities).max())
     return Comparison(
         arms=tuple(arms),
         replicates=len(replicates),

@@ -183,6 +183,11 @@ class Scenario:
                     "per_segment needs a contextual environment (one with segments)",
                 )
 
+        if self.decision_rules is not None:
+            from simulations.rules import rule_config  # it needs a built Scenario
+
+            rule_config(self)  # checked when the file loads, not inside a worker
+
     def with_replicates(self, replicates: int | None) -> Scenario:
         return self if replicates is None else replace(self, replicates=replicates)
 

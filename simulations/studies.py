@@ -78,17 +78,17 @@ def arm_estimate_table(result: SimulationResult) -> pd.DataFrame:
 def feedback_loop_table(result: SimulationResult) -> pd.DataFrame:
     """One row per policy: locked onto a wrong arm, best arm found, worst naive and IPS bias.
 
-    "Locked onto a wrong arm": the final allocation's most probable arm is not the best arm.
+    "Locked onto a wrong arm": the most probable arm of the allocation served in the last block
+    is not the best arm.
     The worst bias is the arm whose bias is largest in absolute value, with how many standard
     errors it is from 0 (a |z| above ~3 is not Monte-Carlo noise).
     """
     rows: list[dict[str, Any]] = []
     for name, results in result.by_policy():
         truth, naive, ips, _, _ = _estimates(results)
-        wrong = [
-            r.final_state is not None and int(np.argmax(r.final_state.probabilities)) != r.best_arm
-            for r in results
-        ]
+        # The allocation served in the last block (per-segment policies: averaged over the
+        # segments as served).
+        wrong = [int(np.argmax(r.allocation[-1])) != r.best_arm for r in results]
         row: dict[str, Any] = {
             "policy": name,
             "replicates": len(results),

@@ -157,3 +157,17 @@ def test_feedback_loop_study_greedy_locks_in_and_ips_with_a_floor_is_unbiased() 
     arms = arm_estimate_table(result).set_index(["policy", "arm"])
     coverage = arms.loc["thompson (floor 0.05)", "ips_ci_coverage"]
     assert (coverage > 0.88).all()
+
+
+def test_a_winner_declared_among_tied_arms_is_a_wrong_winner() -> None:
+    # An A/A test: any declared winner is a false positive, never a "correct" pick.
+    scenario = _scenario(
+        environment={"kind": "bernoulli", "means": [0.5, 0.5]},
+        policies=[{"type": "fixed"}],
+        winner={"p_best": 0.6, "min_samples": 10},
+        replicates=20,
+    )
+    results = run(scenario, workers=1).replicates
+    declared = [r for r in results if r.winner is not None]
+    assert declared  # P(best) >= 0.6 happens often by chance
+    assert not any(r.winner_correct for r in declared)

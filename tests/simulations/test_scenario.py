@@ -78,6 +78,16 @@ def test_policies_are_built_by_the_services_factory_with_its_defaults() -> None:
         ({"winner": {"p_best": 1.0}}, "winner.p_best", "[0.5, 1)"),
         ({"uniforms": "quasi"}, "uniforms", "'rng' or 'hash'"),
         ({"estimate_arms": "yes"}, "estimate_arms", "true or false"),
+        # Decision rules are checked when the file loads, not later inside a worker process.
+        ({"decision_rules": {"alpha": 2}}, "decision_rules.alpha", "alpha"),
+        (
+            {
+                "decision_rules": {},
+                "environment": {"kind": "bernoulli", "means": [0.1, 0.2, 0.3]},
+            },
+            "decision_rules",
+            "two",
+        ),
     ],
 )
 def test_bad_scenarios_name_the_key_and_the_rule(
