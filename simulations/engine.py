@@ -67,12 +67,18 @@ class DecisionLog:
     """(rounds, K): the truth, each arm's expected reward in that round and segment."""
 
     def frame(self) -> pd.DataFrame:
+        """One row per round: the decision as logged, plus the truth behind it (the served
+        arm's expected reward and the round's pseudo-regret)."""
+        rows = np.arange(self.arm.size)
+        served = self.expected[rows, self.arm]
         columns: dict[str, Any] = {
-            "round": np.arange(self.arm.size),
+            "round": rows,
             "segment": self.segment,
             "arm": self.arm,
             "propensity": self.propensity,
             "reward": self.reward,
+            "expected_reward": served,
+            "regret": self.expected.max(axis=1) - served,
         }
         for a in range(self.probabilities.shape[1]):
             columns[f"p_{a}"] = self.probabilities[:, a]

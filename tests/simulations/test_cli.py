@@ -96,6 +96,10 @@ def test_simulate_prints_the_summary_and_writes_every_file(simulated: tuple[Ran,
     assert len(logs) == 2 * 2 * 2000
     assert set(logs["policy"]) == {"thompson", "uniform split"}
     assert set(logs["replicate"]) == {0, 1}
+    # The per-round metrics add up to the checkpoints' cumulative regret, run by run.
+    final = checkpoints.groupby(["policy", "replicate"])["cumulative_regret"].last()
+    per_round = logs.groupby(["policy", "replicate"])["regret"].sum()
+    assert per_round.to_numpy() == pytest.approx(final.loc[per_round.index].to_numpy())
     assert json.loads((out / "scenario.json").read_text())["name"] == "tiny-cli"
 
 
