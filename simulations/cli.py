@@ -110,6 +110,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"error: {args.scenario}: {exc}", file=sys.stderr)
         return 2
     out = args.out or Path("sim-out") / scenario.name
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out} exists and is not a directory", file=sys.stderr)
+        return 2
+    live_key = os.environ.get("CROUPIER_API_KEY")
+    if args.live:
+        problem = _live_problem(args.live, live_key)
+        if problem is not None:  # before minutes of simulation, not after
+            print(f"error: --live: {problem}", file=sys.stderr)
+            return 2
     result = run(
         scenario,
         workers=args.workers,
@@ -120,10 +129,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.logs:
         written["logs"] = _write_logs(result, out)
     print(format_summary(result))
-    if args.live:
-        verdict = _live(args.live, scenario, result)
-        if verdict is not None:
-            print(verdict)
+    if args.live and live_key:
+        print(_live(args.live, live_key, scenario, result))
     print(f"\n{len(result.replicates)} runs in {result.seconds:.1f} s; wrote to {out}/:")
     for name in sorted(written):
         print(f"  {written[name].name}")
@@ -144,14 +151,23 @@ def _write_logs(result: Any, out: Path) -> Path:
     return path
 
 
-def _live(url: str, scenario: Any, result: Any) -> str | None:
-    from simulations.live import compare, run_live
+def _live_problem(url: str, key: str | None) -> str | None:
+    """Why --live cannot run (no key, no server at URL), or None."""
+    import httpx
 
-    key = os.environ.get("CROUPIER_API_KEY")
     if not key:
-        print("error: --live needs an admin API key in CROUPIER_API_KEY", file=sys.stderr)
-        return None
-    from simulations.live import format_comparison
+        return "an admin API key is needed in CROUPIER_API_KEY"
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/readyz", timeout=5.0)
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"no Croupier server answers at {url}: {exc}"
+    if response.status_code != 200:
+        return f"the server at {url} is not ready ({response.status_code})"
+    return None
+
+
+def _live(url: str, key: str, scenario: Any, result: Any) -> str:
+    from simulations.live import LiveError, compare, format_comparison, run_live
     from simulations.scenario import GREEDY
 
     lines = []
@@ -159,8 +175,13 @@ def _live(url: str, scenario: Any, result: Any) -> str | None:
         if spec.kind == GREEDY or spec.per_segment:
             lines.append(f"live {spec.name}: skipped (a simulation-only policy)")
             continue
-        live = run_live(scenario, base_url=url, api_key=key, policy=spec.name)
-        lines += [f"live {spec.name}:", format_comparison(compare(live, result))]
+        try:
+            live = run_live(scenario, base_url=url, api_key=key, policy=spec.name)
+            comparison = compare(live, result)
+        except (LiveError, ValueError) as exc:
+            lines.append(f"live {spec.name}: failed: {exc}")
+            continue
+        lines += [f"live {spec.name}:", format_comparison(comparison)]
     return "\n".join(lines)
 
 

@@ -23,17 +23,24 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from app.bandits import ArmStats, PolicyState, decision_uniform
-from app.bandits.allocation import inverse_cdf_arms
+from app.bandits import (
+    ArmStats,
+    PolicyConfigError,
+    PolicyState,
+    decision_uniform,
+    inverse_cdf_arms,
+)
 from app.stats.bayes import summarize
-from app.stats.ope import arm_values
-from app.stats.sufficient import SampleStats
+from app.stats.common import MetricKind
+from app.stats.ope import InversePropensityScore, LoggedFeedback
+from app.stats.sufficient import SampleStats, StatsInputError
 from simulations.environments import Environment
 from simulations.scenario import Feedback, PolicySpec, Scenario, WinnerRule
 
@@ -108,6 +115,9 @@ class ReplicateResult:
     winner_correct: bool | None = None
     rules: Mapping[str, Any] = field(default_factory=dict)
     final_state: PolicyState | None = None
+    update_errors: Sequence[str] = ()
+    """Updates the policy refused (the previous allocation kept serving), as the service's
+    learner refuses statistics a policy cannot take."""
     arm_estimates: ArmEstimates | None = None
     log: DecisionLog | None = None
     seconds: float = 0.0
@@ -117,9 +127,53 @@ class ReplicateResult:
         return float(self.cumulative_regret[-1])
 
 
-def decision_id(replicate: int, round_index: int) -> str:
-    """The decision id a simulated decision would carry in the service (for uniforms="hash")."""
-    return f"sim-{replicate}-{round_index}"
+TIE = 1e-12
+"""Arms whose true means are within TIE are equal: neither is a correct winner."""
+
+
+def decision_id(replicate: int, round_index: int, prefix: str = "sim") -> str:
+    """The decision id a simulated decision would carry in the service (for uniforms="hash").
+
+    Live mode gives each run its own prefix: the service refuses a decision id it has seen.
+    """
+    return f"{prefix}-{replicate}-{round_index}"
+
+
+def metric_kind(env: Environment, stats: Sequence[SampleStats]) -> MetricKind:
+    """ "binary" when every learned reward was 0 or 1 (Bernoulli arms, and a default reward in
+    {0, 1}), else "continuous"."""
+    binary = env.reward == "bernoulli" and all(s.sum_squares == s.total for s in stats)
+    return "binary" if binary else "continuous"
+
+
+def is_strictly_best(truth: FloatArray, arm: int) -> bool:
+    """Arm `arm` beats every other arm by more than TIE (so a winner among ties is wrong)."""
+    others = np.delete(truth, arm)
+    return bool(others.size == 0 or truth[arm] - others.max() > TIE)
+
+
+def p_best_leader(
+    stats: Sequence[SampleStats],
+    *,
+    kind: MetricKind,
+    threshold: float,
+    min_samples: int,
+    max_expected_loss: float = math.inf,
+    control: int = 0,
+) -> int | None:
+    """The arm meeting the P(best) winner criterion, if one does: every arm has min_samples
+    (and 2, for a variance), P(best) >= threshold, expected loss <= max_expected_loss."""
+    if min(s.n for s in stats) < max(min_samples, 2):
+        return None
+    try:
+        summary = summarize(stats, kind=kind, control=control)
+    except StatsInputError:
+        return None
+    leader = int(np.argmax(summary.p_best))
+    holds = (
+        summary.p_best[leader] >= threshold and summary.expected_loss[leader] <= max_expected_loss
+    )
+    return leader if holds else None
 
 
 @dataclass(frozen=True)
@@ -137,7 +191,9 @@ class BlockDraws:
     """The uniform that picks each round's arm through the served probability vector."""
 
 
-def environment_draws(scenario: Scenario, replicate: int) -> Iterator[BlockDraws]:
+def environment_draws(
+    scenario: Scenario, replicate: int, *, id_prefix: str = "sim"
+) -> Iterator[BlockDraws]:
     """Block by block (of `update_interval` rounds), everything random in replicate `replicate`.
 
     Four independent streams of SeedSequence([seed, replicate]): contexts, reward noise, arm
@@ -159,7 +215,9 @@ def environment_draws(scenario: Scenario, replicate: int) -> Iterator[BlockDraws
         delays = _delays(scenario.feedback, delay_rng, n)
         if scenario.uniforms == "hash":
             salt = scenario.salt
-            u = np.array([decision_uniform(salt, decision_id(replicate, int(i))) for i in rounds])
+            u = np.array(
+                [decision_uniform(salt, decision_id(replicate, int(i), id_prefix)) for i in rounds]
+            )
         else:
             u = choice_rng.random(n)
         yield BlockDraws(start, rounds, segments, noise, delays, u)
@@ -172,8 +230,9 @@ def run_replicate(
     *,
     keep_log: bool = False,
     observers: Sequence[Observer] = (),
+    id_prefix: str = "sim",
 ) -> ReplicateResult:
-    """Play one replicate of one policy; deterministic in (scenario, replicate)."""
+    """Play one replicate of one policy; deterministic in (scenario, replicate, id_prefix)."""
     started = time.perf_counter()
     env = scenario.environment
     n_arms, horizon, block = env.n_arms, scenario.horizon, scenario.update_interval
@@ -182,6 +241,7 @@ def run_replicate(
     feedback = scenario.feedback
     learner = _Learner(env, feedback, horizon, n_states)
     states = [policy.initial_state()] * n_states
+    update_errors: list[str] = []
     tracker = _WinnerTracker(scenario.winner, env) if scenario.winner else None
 
     checkpoints = -(-horizon // block)
@@ -195,7 +255,7 @@ def run_replicate(
     pulls = np.zeros(n_arms, dtype=np.intp)
     total_reward = total_regret = 0.0
 
-    for c, draws in enumerate(environment_draws(scenario, replicate)):
+    for c, draws in enumerate(environment_draws(scenario, replicate, id_prefix=id_prefix)):
         start, n, rounds, segments = draws.start, draws.rounds.size, draws.rounds, draws.segments
         u = draws.uniforms
         table = np.array([s.probabilities for s in states])
@@ -224,7 +284,12 @@ def run_replicate(
 
         # The learner runs at the end of the block, as the service's would.
         cumulative = learner.close_through(start + n)
-        states = [policy.update(cumulative[s]) for s in range(n_states)]
+        for k in range(n_states):
+            try:
+                states[k] = policy.update(cumulative[k])
+            except PolicyConfigError as exc:
+                # The service's learner keeps serving the previous version (and logs why).
+                update_errors.append(f"round {start + n}: {exc}")
         if observers or tracker is not None:
             pooled = learner.pooled()
             for observer in observers:
@@ -251,12 +316,13 @@ def run_replicate(
         best_arm=int(np.argmax(final_means)),
         rules={k: v for o in observers for k, v in o.result().items()},
         final_state=states[0] if n_states == 1 else None,
+        update_errors=tuple(update_errors),
     )
     if log is not None:
         frozen = log.freeze()
         result.log = frozen if keep_log else None
         if scenario.estimate_arms:
-            result.arm_estimates = estimate_arms(frozen, env)
+            result.arm_estimates = estimate_arms(frozen, scenario.feedback)
     if tracker is not None:
         result.winner, result.winner_round, result.winner_correct = tracker.outcome()
     result.seconds = time.perf_counter() - started
@@ -267,10 +333,12 @@ def run_replicate(
 class ArmEstimates:
     """Each arm's value estimated from one replicate's own logs, next to the truth.
 
-    truth[a]: the mean over the logged rounds of arm a's expected reward (what "always serve a"
-    would have earned on average in those rounds and contexts). naive[a]: the mean reward of
-    the rounds that served a (NaN if never served). ips[a]: the inverse-propensity estimate
-    (1/n) sum 1{a_i = a} r_i / p_i, with its 95% CI, from app.stats.ope.arm_values.
+    truth[a]: the mean over the logged rounds of arm a's expected *learned* reward (what
+    "always serve a" would have logged on average in those rounds and contexts: with
+    [feedback], an outcome is logged only when on time, else the default reward). naive[a]:
+    the mean reward of the rounds that served a (NaN if never served). ips[a]: the
+    inverse-propensity estimate (1/n) sum 1{a_i = a} r_i / p_i with its 95% CI
+    (app.stats.ope.InversePropensityScore; no CI when every term is equal).
     """
 
     truth: FloatArray
@@ -281,29 +349,33 @@ class ArmEstimates:
     pulls: IntArray
 
 
-def estimate_arms(log: DecisionLog, env: Environment) -> ArmEstimates:
+def estimate_arms(log: DecisionLog, feedback: Feedback | None) -> ArmEstimates:
     n_arms = log.probabilities.shape[1]
     pulls = np.bincount(log.arm, minlength=n_arms)
     sums = np.bincount(log.arm, weights=log.reward, minlength=n_arms)
     naive = np.divide(sums, pulls, out=np.full(n_arms, np.nan), where=pulls > 0)
-    # The CI used here needs no range; the range only feeds the confidence sequence.
-    span = (float(min(0.0, log.reward.min())), float(max(1.0, log.reward.max())))
-    values = arm_values(
-        log.arm,
-        log.reward,
-        log.propensity,
-        n_arms=n_arms,
-        simultaneous=False,
-        reward_range=span,
-    )
-    ips = np.array([np.nan if e is None else e for e in values.estimate], dtype=np.float64)
+    ips = np.full(n_arms, np.nan)
+    low = np.full(n_arms, -np.inf)
+    high = np.full(n_arms, np.inf)
+    for arm in range(n_arms):
+        if pulls[arm] == 0:
+            continue
+        target = (log.arm == arm).astype(np.float64)
+        feedback_log = LoggedFeedback(
+            reward=log.reward, propensity=log.propensity, target_probability=target
+        )
+        try:
+            interval = InversePropensityScore().estimate_interval(feedback_log)
+        except StatsInputError:  # every term equal (e.g. all rewards 0): no interval
+            ips[arm] = InversePropensityScore().estimate_policy_value(feedback_log)
+        else:
+            ips[arm], low[arm], high[arm] = interval.estimate, interval.ci_low, interval.ci_high
+    # What the logs record is the learned reward: the outcome when on time, else the default.
+    on_time = feedback.on_time_probability() if feedback is not None else 1.0
+    default = feedback.default_reward if feedback is not None else 0.0
+    truth = on_time * log.expected.mean(axis=0) + (1.0 - on_time) * default
     return ArmEstimates(
-        truth=log.expected.mean(axis=0),
-        naive=naive,
-        ips=ips,
-        ips_ci_low=np.asarray(values.ci_low),
-        ips_ci_high=np.asarray(values.ci_high),
-        pulls=pulls,
+        truth=truth, naive=naive, ips=ips, ips_ci_low=low, ips_ci_high=high, pulls=pulls
     )
 
 
@@ -341,6 +413,14 @@ class _Learner:
         self, env: Environment, feedback: Feedback | None, horizon: int, n_states: int
     ) -> None:
         self.feedback = feedback
+        self.lag_decisions: Fraction | None = None
+        if (fb := feedback) is not None:
+            # Scenario values are decimals (TOML): repr gives back the digits written.
+            decimal = [
+                Fraction(repr(v))
+                for v in (fb.reward_window_s, fb.learner_lag_s, fb.decisions_per_second)
+            ]
+            self.lag_decisions = (decimal[0] + decimal[1]) * decimal[2]
         self.n_arms = env.n_arms
         self.state_of = np.zeros(horizon, dtype=np.intp)
         self.arm = np.zeros(horizon, dtype=np.intp)
@@ -375,14 +455,15 @@ class _Learner:
 
     def close_through(self, rounds_played: int) -> list[list[ArmStats]]:
         """Count the decisions closed when `rounds_played` decisions have been made."""
-        fb = self.feedback
-        if fb is None:
+        if self.lag_decisions is None:
             closed = rounds_played
         else:
-            now = rounds_played / fb.decisions_per_second
-            through = now - fb.reward_window_s - fb.learner_lag_s
-            # Decision i is made at i / rate and is closed when i / rate <= through.
-            closed = min(rounds_played, max(0, math.floor(through * fb.decisions_per_second) + 1))
+            # Decision i is made at i / rate and closed at T = rounds_played / rate when
+            # i / rate <= T - window - lag, i.e. i <= rounds_played - (window + lag) * rate,
+            # in exact (decimal) arithmetic so that a decision on the boundary counts, as in
+            # the service (decided_at <= closed_through).
+            last = math.floor(rounds_played - self.lag_decisions)
+            closed = min(rounds_played, max(0, last + 1))
         if closed > self.learned:
             span = slice(self.learned, closed)
             cell = self.state_of[span] * self.n_arms + self.arm[span]
@@ -444,7 +525,6 @@ class _WinnerTracker:
     def __init__(self, rule: WinnerRule, env: Environment) -> None:
         self.rule = rule
         self.env = env
-        self.kind = "binary" if env.reward == "bernoulli" else "continuous"
         self.streak_arm: int | None = None
         self.streak = 0
         self.declared: tuple[int, int] | None = None
@@ -452,19 +532,14 @@ class _WinnerTracker:
     def look(self, rounds: int, stats: Sequence[SampleStats]) -> None:
         if self.declared is not None:
             return
-        if min(s.n for s in stats) < max(self.rule.min_samples, 2):
-            self.streak_arm, self.streak = None, 0
-            return
-        binary_ok = self.kind == "continuous" or all(
-            s.sum_squares == s.total for s in stats
-        )  # a default reward outside {0, 1} makes the metric continuous
-        summary = summarize(stats, kind=self.kind if binary_ok else "continuous")  # type: ignore[arg-type]
-        leader = int(np.argmax(summary.p_best))
-        holds = (
-            summary.p_best[leader] >= self.rule.p_best
-            and summary.expected_loss[leader] <= self.rule.max_expected_loss
+        leader = p_best_leader(
+            stats,
+            kind=metric_kind(self.env, stats),
+            threshold=self.rule.p_best,
+            min_samples=self.rule.min_samples,
+            max_expected_loss=self.rule.max_expected_loss,
         )
-        if not holds:
+        if leader is None:
             self.streak_arm, self.streak = None, 0
             return
         self.streak = self.streak + 1 if self.streak_arm == leader else 1
@@ -476,12 +551,9 @@ class _WinnerTracker:
         if self.declared is None:
             return None, None, None
         arm, rounds = self.declared
-        truth = self.env.average_means(rounds - 1)
         # Strictly best, as in the decision-rule studies: declaring one of tied arms (an A/A
         # test) is a false winner.
-        others = np.delete(truth, arm)
-        correct = bool(others.size == 0 or truth[arm] > others.max() + 1e-12)
-        return arm, rounds, correct
+        return arm, rounds, is_strictly_best(self.env.average_means(rounds - 1), arm)
 
 
 # --- many replicates -------------------------------------------------------------------------

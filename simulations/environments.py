@@ -22,6 +22,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from app.bandits import inverse_cdf_arms
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 RewardKind = Literal["bernoulli", "gaussian"]
@@ -92,7 +94,12 @@ class Environment(ABC):
             raise ScenarioError(
                 "reward", f"reward must be 'bernoulli' or 'gaussian', got {self.reward!r}"
             )
-        if not (np.isfinite(self.sd) and self.sd > 0):
+        sd = self.sd
+        if (
+            isinstance(sd, bool)
+            or not isinstance(sd, int | float)
+            or not (np.isfinite(sd) and sd > 0)
+        ):
             raise ScenarioError("sd", f"sd must be a finite number > 0, got {self.sd!r}")
 
     def check_means(self, name: str, values: FloatArray) -> None:
@@ -182,11 +189,8 @@ class SegmentedArms(Environment):
 
     def contexts(self, rng: np.random.Generator, start: int, n: int) -> IntArray:
         assert self.segment_weights is not None
-        cumulative = np.cumsum(self.segment_weights)
-        segments: IntArray = np.minimum(
-            np.searchsorted(cumulative, rng.random(n), side="right"), self.n_segments - 1
-        )
-        return segments
+        # The service's inverse-CDF rule, as for arms.
+        return inverse_cdf_arms(rng.random(n), self.segment_weights)
 
     def means(self, rounds: IntArray, segments: IntArray) -> FloatArray:
         result: FloatArray = self.segment_means[segments]

@@ -99,6 +99,9 @@ class LiveResult:
     policy: str
     replicate: int
     experiment_key: str
+    id_prefix: str
+    """The decision ids' prefix (`engine.decision_id`): new for every run, since the service
+    refuses a decision id it has stored."""
     rounds: IntArray
     """Rounds played at the end of each block."""
     allocation: FloatArray
@@ -224,6 +227,7 @@ def run_live(
     policy: str | None = None,
     replicate: int = 0,
     experiment_key: str | None = None,
+    id_prefix: str | None = None,
     clock: Clock | None = None,
     reward_window_s: float = 0.5,
     update_interval_s: float = MIN_UPDATE_INTERVAL_S,
@@ -243,6 +247,9 @@ def run_live(
             one only slows the run down.
         policy_check_s: how long to wait, after a new version is published, for the deciders
             to serve it: more than the server's CROUPIER_POLICY_CHECK_INTERVAL_S.
+        id_prefix: the decision ids' prefix (default: a fresh random one). The service refuses
+            a decision id it has stored, so two runs against one database need two prefixes;
+            a fixed one makes a run against a fresh database reproducible.
         http: a client to use (base_url and api_key are then ignored).
     """
     started = time.perf_counter()
@@ -252,6 +259,7 @@ def run_live(
     n_arms, horizon = env.n_arms, scenario.horizon
     key = experiment_key or f"live-{spec.name}-{replicate}-{secrets.token_hex(4)}"
     key = re.sub(r"[^A-Za-z0-9_.\-]", "-", key)[:64]
+    id_prefix = id_prefix or f"live-{secrets.token_hex(6)}"
     feedback = scenario.feedback
 
     own_client = http is None
@@ -274,6 +282,7 @@ def run_live(
         policy=spec.name,
         replicate=replicate,
         experiment_key=key,
+        id_prefix=id_prefix,
         rounds=out_rounds,
         allocation=out_alloc,
         pulls=out_pulls,
@@ -306,12 +315,12 @@ def run_live(
         total_reward = total_regret = 0.0
         counts: dict[str, int] = {}
 
-        for c, draws in enumerate(environment_draws(scenario, replicate)):
+        for c, draws in enumerate(environment_draws(scenario, replicate, id_prefix=id_prefix)):
             n = draws.rounds.size
             items = [
                 {
                     "unit_id": f"sim-unit-{replicate}-{int(i)}",
-                    "decision_id": decision_id(replicate, int(i)),
+                    "decision_id": decision_id(replicate, int(i), id_prefix),
                     **({"context": {"segment": int(s)}} if env.n_segments > 1 else {}),
                 }
                 for i, s in zip(draws.rounds, draws.segments, strict=True)
@@ -438,7 +447,7 @@ class ArmAgreement:
     live_share: float
     mean: float
     """Mean pull share of the arm over the in-process replicates (all but the one with the
-    live run's index, which is its twin rather than an independent draw)."""
+    live run's index, which shares its world and is not an independent draw)."""
     sd: float
     """Standard deviation of that share across replicates (the Monte-Carlo error of one run)."""
     z: float
@@ -469,11 +478,11 @@ class Comparison:
 
 
 def _same_replicate(live: LiveResult, offline: SimulationResult) -> ReplicateResult:
-    for r in offline.replicates:
-        if r.policy == live.policy and r.replicate == live.replicate and r.log is not None:
-            return r
+    """The in-process twin of the live run: same replicate, same decision ids."""
     spec = _pick_spec(offline.scenario, live.policy)
-    return run_replicate(offline.scenario, spec, live.replicate, keep_log=True)
+    return run_replicate(
+        offline.scenario, spec, live.replicate, keep_log=True, id_prefix=live.id_prefix
+    )
 
 
 def compare(live: LiveResult, offline: SimulationResult, *, alpha: float = 0.01) -> Comparison:
@@ -484,8 +493,8 @@ def compare(live: LiveResult, offline: SimulationResult, *, alpha: float = 0.01)
         live.scenario.update_interval,
     ):
         raise ValueError("the live run and the simulation play different horizons or blocks")
-    # The replicate with the live run's index plays the same draws (with uniforms = "hash",
-    # the very same decisions): it is the live run's twin, not an independent draw.
+    # The replicate with the live run's index meets the same world (contexts, reward noise,
+    # delays): it is correlated with the live run, not an independent draw.
     replicates = [
         r for r in offline.replicates if r.policy == live.policy and r.replicate != live.replicate
     ]

@@ -3,8 +3,8 @@
 A log is a table with one row per decision: `arm` (0-based) or `variant` (a name, mapped to an
 arm by `arms=`), `propensity` (the probability the served arm had when it was served, in
 (0, 1]), `reward`, and optionally a context column (`segment` by default) whose values group
-the rounds. The service's exports and `croupier simulate --logs` write such tables (CSV or
-Parquet); `read_log` reads either.
+the rounds. `croupier simulate --logs` writes such tables, and so can any export of the
+service's decisions joined to their rewards (CSV or Parquet); `read_log` reads either.
 
 A candidate is a per-context allocation: a probability per arm, possibly different in each
 context segment. `candidate_from_policy` builds one the way the service would: the policy,
@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from app.bandits import ArmStats
+from app.bandits import ArmStats, PolicyConfigError
 from app.stats.ope import (
     DoublyRobust,
     InversePropensityScore,
@@ -123,7 +123,9 @@ def log_from_frame(
         raise ScenarioError("propensity", "every propensity must be in (0, 1]")
     reward = _finite("reward", frame["reward"])
     if segment_column is not None and segment_column in frame.columns:
-        codes, uniques = pd.factorize(frame[segment_column].astype(str), sort=True)
+        # A missing segment is a segment of its own, not a crash (nor the last segment).
+        values = frame[segment_column].astype("string").fillna("<missing>")
+        codes, uniques = pd.factorize(values, sort=True)
         segment = np.asarray(codes, dtype=np.intp)
         segment_names = tuple(str(u) for u in uniques)
     else:
@@ -177,12 +179,15 @@ def candidate_from_policy(log: Log, spec: PolicySpec) -> Candidate:
     count = np.bincount(cells, minlength=size).reshape(groups, log.n_arms)
     total = np.bincount(cells, weights=log.reward, minlength=size).reshape(groups, log.n_arms)
     squares = np.bincount(cells, weights=log.reward**2, minlength=size).reshape(groups, log.n_arms)
-    rows = [
-        policy.update(
-            [ArmStats(int(n), float(t), float(q)) for n, t, q in zip(*cell, strict=True)]
-        ).probabilities
-        for cell in zip(count, total, squares, strict=True)
-    ]
+    try:
+        rows = [
+            policy.update(
+                [ArmStats(int(n), float(t), float(q)) for n, t, q in zip(*cell, strict=True)]
+            ).probabilities
+            for cell in zip(count, total, squares, strict=True)
+        ]
+    except PolicyConfigError as exc:
+        raise ScenarioError(f"policy {spec.name}", f"cannot learn from this log: {exc}") from None
     allocation = np.array(rows)
     if not spec.per_segment:
         allocation = np.repeat(allocation, log.n_segments, axis=0)

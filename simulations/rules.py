@@ -77,13 +77,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.stats.bayes import summarize
 from app.stats.common import MetricKind
 from app.stats.fixed_horizon import compare
 from app.stats.group_sequential import Decision, GroupSequentialDesign, look_statistic
 from app.stats.sequential import SequentialResult, asymptotic_cs, msprt
 from app.stats.sufficient import SampleStats, StatsInputError
-from simulations.engine import SimulationResult
+from simulations.engine import (
+    TIE,
+    SimulationResult,
+    is_strictly_best,
+    metric_kind,
+    p_best_leader,
+)
 from simulations.environments import Environment, ScenarioError
 from simulations.scenario import Scenario
 
@@ -91,8 +96,6 @@ RULE_NAMES = ("msprt", "confidence_sequence", "group_sequential", "naive_t", "p_
 SPENDINGS = ("obrien_fleming", "pocock")
 """Lan-DeMets families usable here (the module's "power" family needs an exponent, which the
 [decision_rules] table does not take)."""
-TIE = 1e-12
-"""Arms whose true means are within TIE are equal: neither is a correct winner."""
 
 _KEYS = (
     "rules",
@@ -291,15 +294,14 @@ class _PBest(_Rule):
 
     def decide(self, control: SampleStats, treatment: SampleStats, kind: MetricKind) -> int | None:
         config = self.config
-        if min(control.n, treatment.n) < config.min_samples:
-            return None
         arms = [control, treatment] if config.control == 0 else [treatment, control]
-        try:
-            summary = summarize(arms, kind=kind, control=config.control)
-        except StatsInputError:
-            return None
-        leader = int(np.argmax(summary.p_best))
-        return leader if summary.p_best[leader] >= config.p_best else None
+        return p_best_leader(
+            arms,
+            kind=kind,
+            threshold=config.p_best,
+            min_samples=config.min_samples,
+            control=config.control,
+        )
 
 
 @functools.lru_cache(maxsize=256)
@@ -327,15 +329,14 @@ class RuleTracker:
 
     def __init__(self, config: RuleConfig, environment: Environment) -> None:
         self.config = config
-        self.bernoulli = environment.reward == "bernoulli"
+        self.environment = environment
         self.rules = {name: _build(name, config) for name in config.rules}
         self.stopped: dict[str, tuple[int, int]] = {}
 
     def look(self, rounds: int, stats: Sequence[SampleStats]) -> None:
         if len(stats) != 2:
             raise ValueError(f"a decision-rule study needs two arms, got {len(stats)}")
-        binary = self.bernoulli and all(s.sum_squares == s.total for s in stats)
-        kind: MetricKind = "binary" if binary else "continuous"
+        kind = metric_kind(self.environment, stats)
         control, treatment = stats[self.config.control], stats[self.config.treatment]
         for name, rule in self.rules.items():
             if name in self.stopped:
@@ -419,8 +420,7 @@ def _margin(means: np.ndarray[Any, np.dtype[np.float64]]) -> float:
 
 
 def _is_best(env: Environment, arm: int, stopped_at: int) -> bool:
-    truth = env.average_means(stopped_at - 1)
-    return bool(truth[arm] - np.delete(truth, arm).max() > TIE)
+    return is_strictly_best(env.average_means(stopped_at - 1), arm)
 
 
 # --- Config helpers ------------------------------------------------------------------------

@@ -107,11 +107,24 @@ class Feedback:
                 raise ScenarioError(f"feedback.{name}", f"{name} must be a number >= 0")
         if not math.isfinite(self.default_reward):
             raise ScenarioError("feedback.default_reward", "default_reward must be finite")
+        if self.delay == "uniform" and self.delay_s == 0:
+            raise ScenarioError("feedback.delay_s", "a uniform delay needs delay_s > 0")
         if self.delay not in ("none", "fixed", "exponential", "uniform"):
             raise ScenarioError(
                 "feedback.delay",
                 f"delay must be 'none', 'fixed', 'exponential' or 'uniform', got {self.delay!r}",
             )
+
+    def on_time_probability(self) -> float:
+        """P(delay <= reward window): the share of outcomes the learner gets."""
+        window, d = self.reward_window_s, self.delay_s
+        if self.delay == "none":
+            return 1.0
+        if self.delay == "fixed":
+            return 1.0 if d <= window else 0.0
+        if self.delay == "uniform":
+            return min(1.0, window / d)
+        return 1.0 if d == 0 else -math.expm1(-window / d)
 
 
 @dataclass(frozen=True)
@@ -177,6 +190,7 @@ class Scenario:
             raise ScenarioError("salt", "salt must be a non-empty string without U+001F")
         for spec in self.policies:
             spec.build(self.environment.n_arms)  # validate now, not in a worker
+            self._check_reward_model(spec)
             if spec.per_segment and self.environment.n_segments == 1:
                 raise ScenarioError(
                     f"policies.{spec.name}.per_segment",
@@ -187,6 +201,25 @@ class Scenario:
             from simulations.rules import rule_config  # it needs a built Scenario
 
             rule_config(self)  # checked when the file loads, not inside a worker
+
+    def _check_reward_model(self, spec: PolicySpec) -> None:
+        """Refuse now what the learner would refuse at its first update: Bernoulli Thompson
+        sampling needs every learned reward in [0, 1]."""
+        if spec.kind != "thompson" or spec.params.get("reward", "bernoulli") != "bernoulli":
+            return
+        field = f"policies.{spec.name}.params.reward"
+        if self.environment.reward != "bernoulli":
+            raise ScenarioError(
+                field,
+                "reward 'bernoulli' needs rewards in [0, 1], but the environment's are "
+                "gaussian: set reward = 'gaussian'",
+            )
+        if self.feedback is not None and not 0.0 <= self.feedback.default_reward <= 1.0:
+            raise ScenarioError(
+                field,
+                "reward 'bernoulli' needs rewards in [0, 1], but feedback.default_reward is "
+                f"{self.feedback.default_reward:g}: set reward = 'gaussian'",
+            )
 
     def with_replicates(self, replicates: int | None) -> Scenario:
         return self if replicates is None else replace(self, replicates=replicates)
@@ -199,6 +232,8 @@ def load_scenario(path: str | Path) -> Scenario:
         data = tomllib.loads(source.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ScenarioError("file", f"cannot read {source}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError("file", f"{source} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError("file", f"{source} is not valid TOML: {exc}") from None
     return scenario_from_dict(data, source=source)
@@ -301,9 +336,19 @@ def _policy(index: int, data: Mapping[str, Any]) -> PolicySpec:
         name=_text(f"policies.{index}.name", data.get("name", kind)),
         kind=kind,
         params=dict(params),
-        weights=tuple(float(w) for w in weights) if isinstance(weights, list) else weights,
+        weights=_weights(f"policies.{index}.weights", weights),
         per_segment=per_segment,
     )
+
+
+def _weights(name: str, value: Any) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(w, int | float) and not isinstance(w, bool) for w in value
+    ):
+        raise ScenarioError(name, "weights must be a list of numbers")
+    return tuple(float(w) for w in value)
 
 
 def _dataclass(name: str, cls: type[Any], data: Any) -> Any:

@@ -52,7 +52,16 @@ def test_service_and_simulation_agree(tmp_path: Path) -> None:
             replicate=0,
             reward_window_s=0.5,
             policy_check_s=0.3,
+            id_prefix="live-test",  # a fresh database: a fixed prefix makes the run reproducible
         )
+        # A second run of the same replicate against the same database gets fresh decision
+        # ids (the service refuses stored ones) and is served in full.
+        again = run_live(
+            scenario(), base_url=server.url, api_key=ADMIN_KEY, replicate=0, policy_check_s=0.3
+        )
+        assert again.id_prefix != live.id_prefix
+        assert again.outcome_counts == {"accepted": 1500}
+        assert compare(again, run(scenario(), workers=1, keep_log=True)).identical_decisions == 1500
     finally:
         server.stop()
     offline = run(scenario(), workers=2, keep_log=True)

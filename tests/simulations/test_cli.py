@@ -343,3 +343,45 @@ def test_replay_segment_column_must_exist_when_named(tmp_path: Path) -> None:
     ran = croupier("replay", path, "--segment-column", "region")
     assert ran.code == 2
     assert ran.err.startswith("error: segment-column: the log has no 'region' column")
+
+
+@pytest.mark.parametrize(
+    ("env", "live", "message"),
+    [
+        ({}, "http://127.0.0.1:9", "CROUPIER_API_KEY"),
+        ({"CROUPIER_API_KEY": "crp_x_y"}, "http://127.0.0.1:9", "no Croupier server answers"),
+        ({"CROUPIER_API_KEY": "crp_x_y"}, "not-a-url", "no Croupier server answers"),
+    ],
+)
+def test_simulate_live_problems_are_found_before_the_simulation_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], live: str, message: str
+) -> None:
+    monkeypatch.delenv("CROUPIER_API_KEY", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(TINY, encoding="utf-8")
+    out = tmp_path / "out"
+    ran = croupier("simulate", scenario, "--out", out, "--live", live, "--no-progress")
+    assert ran.code == 2
+    assert ran.err.startswith("error: --live: ")
+    assert message in ran.err
+    assert not out.exists()  # nothing was simulated
+
+
+def test_simulate_out_must_be_a_directory(tmp_path: Path) -> None:
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(TINY, encoding="utf-8")
+    (tmp_path / "file").write_text("x")
+    ran = croupier("simulate", scenario, "--out", tmp_path / "file", "--no-progress")
+    assert ran.code == 2
+    assert "is not a directory" in ran.err
+
+
+def test_replay_a_policy_that_cannot_learn_from_the_log_exits_2(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text("arm,propensity,reward\n0,0.5,3.0\n1,0.5,2.0\n0,0.5,5.0\n1,0.5,1.0\n")
+    ran = croupier("replay", log, "--policy", "thompson")
+    assert ran.code == 2
+    assert "cannot learn from this log" in ran.err
+    assert "Traceback" not in ran.err

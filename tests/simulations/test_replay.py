@@ -256,3 +256,17 @@ def test_arms_given_with_an_arm_column_count_arms_never_served() -> None:
     with pytest.raises(ScenarioError) as raised:
         log_from_frame(frame, arms=["a"])
     assert raised.value.field == "arm"
+
+
+def test_a_missing_segment_is_a_segment_of_its_own() -> None:
+    frame = pd.DataFrame(
+        {
+            "arm": [0, 1, 0, 1],
+            "propensity": [0.5] * 4,
+            "reward": [1.0, 0.0, 1.0, 0.0],
+            "segment": ["a", None, "b", "a"],
+        }
+    )
+    log = log_from_frame(frame)
+    assert log.segment_names == ("<missing>", "a", "b")
+    assert log.segment.tolist() == [1, 0, 2, 1]

@@ -78,6 +78,24 @@ def test_policies_are_built_by_the_services_factory_with_its_defaults() -> None:
         ({"winner": {"p_best": 1.0}}, "winner.p_best", "[0.5, 1)"),
         ({"uniforms": "quasi"}, "uniforms", "'rng' or 'hash'"),
         ({"estimate_arms": "yes"}, "estimate_arms", "true or false"),
+        # What the learner would refuse at its first update is refused when the file loads.
+        (
+            {"environment": {"kind": "gaussian", "means": [1.0, 2.0]}},
+            "policies.thompson.params.reward",
+            "set reward = 'gaussian'",
+        ),
+        (
+            {"feedback": {"default_reward": 2.0}},
+            "policies.thompson.params.reward",
+            "default_reward is 2",
+        ),
+        ({"policies": [{"type": "fixed", "weights": ["a", 1]}]}, "policies.0.weights", "numbers"),
+        (
+            {"environment": {"kind": "gaussian", "means": [1.0], "sd": "a"}},
+            "environment.sd",
+            "> 0",
+        ),
+        ({"feedback": {"delay": "uniform"}}, "feedback.delay_s", "delay_s > 0"),
         # Decision rules are checked when the file loads, not later inside a worker process.
         ({"decision_rules": {"alpha": 2}}, "decision_rules.alpha", "alpha"),
         (
@@ -106,3 +124,7 @@ def test_a_file_that_is_not_toml_is_refused_clearly(tmp_path: Path) -> None:
         load_scenario(path)
     with pytest.raises(ScenarioError, match="cannot read"):
         load_scenario(tmp_path / "missing.toml")
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ScenarioError, match="not UTF-8"):
+        load_scenario(latin)
