@@ -26,6 +26,7 @@ from app.keys.router import router as keys_router
 from app.learning.runner import learner_loop
 from app.limits import BodyLimitMiddleware
 from app.outcomes.router import router as outcomes_router
+from app.reports.router import router as reports_router
 from app.runtime import Runtime
 from app.security import KeyCache
 from app.settings import Settings, get_settings
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         experiments_router,
         outcomes_router,
         keys_router,
+        reports_router,
     ):
         app.include_router(router)
     return app

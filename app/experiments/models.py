@@ -30,6 +30,9 @@ class Experiment(Base):
     reward_window_s: Mapped[float] = mapped_column(Float)
     default_reward: Mapped[float] = mapped_column(Float, default=0.0)
     reward_aggregation: Mapped[str] = mapped_column(String(16), default="earliest")
+    # The declared analysis plan (app.experiments.schemas.AnalysisPlan as JSON): what the
+    # report tests, at which alpha, with which guardrails; {} takes every default.
+    analysis: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
     winner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Bumped on every change a decider must see (config, status, new policy version): the
     # deciders' cheap check compares this one integer per experiment.

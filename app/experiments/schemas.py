@@ -42,6 +42,57 @@ class PolicySpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class MetricPlan(RequestModel):
+    """A metric the report tests besides the primary one."""
+
+    metric: MetricName
+    higher_is_better: StrictBool = Field(
+        False, description="Direction of improvement (guardrails usually: lower is better)."
+    )
+    tolerance: FiniteFloat = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="Guardrails: relative harm tolerated (0.05 = may worsen by 5%) before "
+        "the report calls it harm.",
+    )
+    missing: Literal["zero", "skip"] = Field(
+        "zero",
+        description="A decision with no outcome for this metric counts as 0 (conversions, "
+        "errors) or is left out (latency, revenue per buyer).",
+    )
+
+
+class GroupSequentialPlan(RequestModel):
+    looks: int = Field(ge=2, le=20, description="Equally spaced looks at planned_decisions.")
+    spending: Literal["obrien_fleming", "pocock"] = "obrien_fleming"
+
+
+class AnalysisPlan(RequestModel):
+    """How the report judges the experiment. Fixed once it starts: changing the test after
+    seeing data invalidates it."""
+
+    alpha: FiniteFloat = Field(0.05, gt=0, le=0.2)
+    planned_decisions: int = Field(
+        10_000,
+        ge=100,
+        le=10**10,
+        description="Total decisions (all arms) the always-valid tests are tuned for, the "
+        "group-sequential design's full information, and the 'no difference' horizon.",
+    )
+    higher_is_better: StrictBool = Field(True, description="Direction of the primary metric.")
+    minimum_effect: FiniteFloat = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="Relative lift the primary metric's always-valid interval must clear "
+        "before the report recommends shipping (0.02 = +2%).",
+    )
+    guardrails: list[MetricPlan] = Field(default_factory=list, max_length=20)
+    secondary: list[MetricPlan] = Field(default_factory=list, max_length=20)
+    group_sequential: GroupSequentialPlan | None = None
+
+
 class VariantIn(RequestModel):
     key: Key
     payload: JSONPayload = Field(
@@ -67,6 +118,7 @@ class ExperimentCreate(RequestModel):
     reward_window_s: FiniteFloat = Field(600.0, gt=0, le=90 * 86_400)
     default_reward: BoundedFloat = 0.0
     reward_aggregation: Aggregation = "earliest"
+    analysis: AnalysisPlan = Field(default_factory=AnalysisPlan)
 
 
 class ExperimentUpdate(RequestModel):
@@ -83,6 +135,7 @@ class ExperimentUpdate(RequestModel):
     reward_window_s: FiniteFloat | None = Field(None, gt=0, le=90 * 86_400)
     default_reward: BoundedFloat | None = None
     reward_aggregation: Aggregation | None = None
+    analysis: AnalysisPlan | None = None
 
 
 class ConcludeRequest(RequestModel):
@@ -109,6 +162,7 @@ class ExperimentOut(ResponseModel):
     reward_window_s: float
     default_reward: float
     reward_aggregation: Aggregation
+    analysis: AnalysisPlan
     winner: str | None
     policy_version: int
     allocation: dict[str, float] | None = Field(

@@ -16,7 +16,13 @@ from app.db import utcnow
 from app.errors import Conflict, FieldError, Invalid, NotFound, ProblemError
 from app.experiments.models import Experiment, ExperimentRevision, Variant
 from app.experiments.policy import policy_for
-from app.experiments.schemas import ExperimentCreate, ExperimentUpdate, PolicySpec, VariantIn
+from app.experiments.schemas import (
+    AnalysisPlan,
+    ExperimentCreate,
+    ExperimentUpdate,
+    PolicySpec,
+    VariantIn,
+)
 from app.learning import service as learning_service
 
 # What may change while units are being exposed: none of it changes what a logged decision or
@@ -114,6 +120,7 @@ def snapshot(experiment: Experiment) -> dict[str, Any]:
         "reward_window_s": experiment.reward_window_s,
         "default_reward": experiment.default_reward,
         "reward_aggregation": experiment.reward_aggregation,
+        "analysis": experiment.analysis,
     }
 
 
@@ -160,6 +167,7 @@ def create(*, session: Session, data: ExperimentCreate, actor: str) -> Experimen
         reward_window_s=data.reward_window_s,
         default_reward=data.default_reward,
         reward_aggregation=data.reward_aggregation,
+        analysis=_analysis_doc(data.analysis, data.primary_metric),
         variants=_variants(data.variants),
         revision=0,
         policy_version=0,
@@ -264,6 +272,9 @@ def update(*, session: Session, key: str, data: ExperimentUpdate, actor: str) ->
     ):
         if name in requested:
             setattr(experiment, name, getattr(data, name))
+    if data.analysis is not None or "primary_metric" in requested:
+        plan = data.analysis or AnalysisPlan.model_validate(experiment.analysis)
+        experiment.analysis = _analysis_doc(plan, experiment.primary_metric)
     if data.policy is not None:
         experiment.policy = policy
         if "update_interval_s" in data.policy.model_fields_set:
@@ -285,6 +296,28 @@ def update(*, session: Session, key: str, data: ExperimentUpdate, actor: str) ->
         except PolicyConfigError as exc:  # the settings do not fit the statistics learned
             raise Invalid(f"body.policy.{exc.field}", "policy", exc.message) from exc
     return experiment
+
+
+def _analysis_doc(plan: AnalysisPlan, primary_metric: str) -> dict[str, Any]:
+    """The plan as stored: every field explicit, so a later default change cannot alter it."""
+    for family in ("guardrails", "secondary"):
+        if any(m.metric == primary_metric for m in getattr(plan, family)):
+            raise Invalid(
+                f"body.analysis.{family}",
+                "not_primary",
+                f"{primary_metric!r} is the primary metric; it cannot also be in {family}",
+            )
+        names = [m.metric for m in getattr(plan, family)]
+        if len(set(names)) != len(names):
+            raise Invalid(f"body.analysis.{family}", "unique", f"{family} name a metric twice")
+    overlap = {m.metric for m in plan.guardrails} & {m.metric for m in plan.secondary}
+    if overlap:
+        raise Invalid(
+            "body.analysis.secondary",
+            "unique",
+            f"{sorted(overlap)} cannot be both guardrail and secondary metrics",
+        )
+    return plan.model_dump(mode="json")
 
 
 def _merged_policy(experiment: Experiment, spec: PolicySpec | None) -> dict[str, Any]:

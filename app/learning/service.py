@@ -119,23 +119,40 @@ def republish(*, session: Session, experiment: Experiment, learner: str) -> Poli
 
 def _reward(experiment: Experiment) -> ColumnElement[float]:
     """The reward of the decision in the enclosing query: the aggregate of its non-late
-    outcomes of the primary metric (earliest or sum), or the default reward when it has none.
+    outcomes of the primary metric (earliest or sum), or the default reward when it has none."""
+    return metric_value(experiment, experiment.primary_metric, missing=experiment.default_reward)
+
+
+def metric_value(
+    experiment: Experiment,
+    metric: str,
+    *,
+    missing: float | None,
+    received_by: datetime | None = None,
+) -> ColumnElement[float]:
+    """The value of `metric` for the decision in the enclosing query: the aggregate (the
+    experiment's earliest or sum) of its non-late outcomes of that metric, received by
+    `received_by` when given; `missing` when it has none (None: SQL NULL, left out of sums).
 
     A correlated subquery per decision, so each lookup uses the unique index on
     (decision_id, metric, dedup_key) and the cost stays linear in the number of decisions.
+    The learner and the reports both call this: one definition of a decision's reward.
     """
-    mine = (
+    mine = [
         Outcome.decision_id == Decision.id,
-        Outcome.metric == experiment.primary_metric,
+        Outcome.metric == metric,
         Outcome.late.is_(False),
-    )
+    ]
+    if received_by is not None:
+        mine.append(Outcome.received_at <= received_by)
     if experiment.reward_aggregation == "sum":
         value = select(func.sum(Outcome.value)).where(*mine)
     else:
         value = (
             select(Outcome.value).where(*mine).order_by(Outcome.occurred_at, Outcome.id).limit(1)
         )
-    return func.coalesce(value.correlate(Decision).scalar_subquery(), experiment.default_reward)
+    found = value.correlate(Decision).scalar_subquery()
+    return found if missing is None else func.coalesce(found, missing)
 
 
 def aggregate(

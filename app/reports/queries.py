@@ -1,0 +1,122 @@
+"""The report's SQL: per (period, arm) aggregates, never rows. Everything is cut at `as_of`.
+
+* `metric_cells`: for one metric, per (period, arm): decisions counted, sum and sum of squares
+  of the metric's value, and the inverse-propensity sums (sum v/p, sum v^2/p^2, sum 1/p) the
+  off-policy estimates need. Only *closed* decisions count (decided at least a reward window
+  before as_of: their value is final) and only outcomes received by as_of.
+* `traffic_cells`: every experimental decision by as_of, per (period, arm, policy version):
+  the traffic table, the allocation over time and the SRM expectation.
+
+A period is [start + k * width, start + (k + 1) * width): its index is computed in SQL from the
+decision time (`app.db.epoch_seconds`), so the database returns one row per (period, arm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, Integer, cast, func, select
+from sqlalchemy.orm import Session
+
+from app.db import epoch_seconds
+from app.decisions.models import Decision
+from app.experiments.models import Experiment
+from app.learning.service import metric_value
+
+
+@dataclass(frozen=True, slots=True)
+class MetricCell:
+    period: int
+    arm: int
+    n: int
+    total: float
+    sum_squares: float
+    ips_total: float
+    ips_sum_squares: float
+    inverse_propensity: float
+    inverse_propensity_squares: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficCell:
+    period: int
+    arm: int
+    policy_version: int
+    n: int
+
+
+def _period(start: datetime, width_s: float) -> ColumnElement[int]:
+    offset = epoch_seconds(Decision.decided_at) - start.timestamp()
+    return cast(func.floor(offset / width_s), Integer)
+
+
+def metric_cells(
+    *,
+    session: Session,
+    experiment: Experiment,
+    metric: str,
+    missing: float | None,
+    as_of: datetime,
+    start: datetime,
+    width_s: float,
+) -> list[MetricCell]:
+    closed_through = as_of - timedelta(seconds=experiment.reward_window_s)
+    value = metric_value(experiment, metric, missing=missing, received_by=as_of).label("v")
+    rows = (
+        select(
+            _period(start, width_s).label("period"),
+            Decision.arm.label("arm"),
+            Decision.propensity.label("p"),
+            value,
+        )
+        .where(
+            Decision.experiment_id == experiment.id,
+            Decision.experimental.is_(True),
+            Decision.fallback.is_(False),
+            Decision.decided_at <= closed_through,
+        )
+        .subquery()
+    )
+    v, p = rows.c.v, rows.c.p
+    query = (
+        select(
+            rows.c.period,
+            rows.c.arm,
+            func.count(v),
+            func.sum(v),
+            func.sum(v * v),
+            func.sum(v / p),
+            func.sum(v * v / (p * p)),
+            func.sum(1.0 / p),
+            func.sum(1.0 / (p * p)),
+        )
+        .where(v.is_not(None))
+        .group_by(rows.c.period, rows.c.arm)
+    )
+    return [
+        MetricCell(int(period), int(arm), int(n), *(float(x or 0.0) for x in sums))
+        for period, arm, n, *sums in session.execute(query)
+    ]
+
+
+def traffic_cells(
+    *,
+    session: Session,
+    experiment: Experiment,
+    as_of: datetime,
+    start: datetime,
+    width_s: float,
+) -> list[TrafficCell]:
+    period = _period(start, width_s).label("period")
+    query = (
+        select(period, Decision.arm, Decision.policy_version, func.count())
+        .where(
+            Decision.experiment_id == experiment.id,
+            Decision.experimental.is_(True),
+            Decision.fallback.is_(False),
+            Decision.decided_at <= as_of,
+        )
+        .group_by(period, Decision.arm, Decision.policy_version)
+    )
+    return [TrafficCell(int(p), int(a), int(v), int(n)) for p, a, v, n in session.execute(query)]
