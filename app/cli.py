@@ -1,4 +1,4 @@
-"""`croupier serve|migrate|keys|learn|simulate|replay`: the command line."""
+"""`croupier serve|migrate|keys|learn|report|simulate|replay`: the command line."""
 
 from __future__ import annotations
 
@@ -155,10 +155,50 @@ def parser() -> argparse.ArgumentParser:
         required=True,
         help="one pass over every due experiment, then exit",
     )
+    report = sub.add_parser("report", help="an experiment's report (as the API serves it)")
+    report.add_argument("key", help="experiment key")
+    report.add_argument("--format", choices=("md", "json", "html", "csv"), default="md")
+    report.add_argument("--as-of", help="report the data stored by this ISO 8601 time")
     from simulations.cli import add_parsers
 
     add_parsers(sub)
     return p
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from app.experiments import service as experiments
+    from app.reports import render
+    from app.reports.service import build_report
+
+    as_of = None
+    if args.as_of:
+        try:
+            as_of = datetime.fromisoformat(args.as_of)
+        except ValueError:
+            print(f"error: --as-of: not an ISO 8601 time: {args.as_of!r}", file=sys.stderr)
+            return 2
+        if as_of.tzinfo is None:
+            print("error: --as-of: give a time zone (e.g. 2026-11-27T10:00:00Z)", file=sys.stderr)
+            return 2
+        as_of = as_of.astimezone(UTC)
+    engine, sessions = _sessions(settings)
+    try:
+        with sessions() as session:
+            experiment = experiments.get(session=session, key=args.key)
+            report = build_report(session=session, experiment=experiment, as_of=as_of)
+    finally:
+        engine.dispose()
+    if args.format == "json":
+        print(report.model_dump_json(indent=2))
+    elif args.format == "csv":
+        print(render.to_csv(report), end="")
+    elif args.format == "html":
+        print(render.to_html(report), end="")
+    else:
+        print(render.to_markdown(report), end="")
+    return 0
 
 
 def cmd_simulate(args: argparse.Namespace, _: Settings) -> int:
@@ -178,6 +218,7 @@ COMMANDS = {
     "migrate": cmd_migrate,
     "keys": cmd_keys,
     "learn": cmd_learn,
+    "report": cmd_report,
     "simulate": cmd_simulate,
     "replay": cmd_replay,
 }

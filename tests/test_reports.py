@@ -1,0 +1,353 @@
+"""The experiment report: the statistics engine's numbers, reproducible, and right in words."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.cli import main
+from app.db import transaction, utcnow
+from app.experiments import service as experiments
+from app.reports.history import History, write_history
+from app.stats.bayes import summarize
+from app.stats.fixed_horizon import compare
+from app.stats.sequential import asymptotic_cs
+from app.stats.srm import srm_check_adaptive
+from app.stats.sufficient import SampleStats
+from simulations.engine import run_replicate
+from simulations.scenario import scenario_from_dict
+from tests.conftest import ADMIN, experiment_body
+from tests.report_data import backdate, fixed_split
+
+Create = Callable[..., dict[str, Any]]
+
+
+def _sessions(client: TestClient) -> Any:
+    return client.app.state.runtime.sessions  # type: ignore[attr-defined]
+
+
+def _report(client: TestClient, key: str, **params: str) -> dict[str, Any]:
+    response = client.get(f"/v1/experiments/{key}/report", params=params, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def _ab(client: TestClient, create: Create, key: str, **analysis: Any) -> None:
+    create(key, analysis=analysis) if analysis else create(key)
+
+
+def test_report_numbers_are_the_statistics_engines(
+    client: TestClient, create_experiment: Create
+) -> None:
+    create_experiment("ab")
+    data = fixed_split(_sessions(client), "ab", means=[0.10, 0.12], n=6_000, seed=3)
+    report = _report(client, "ab")
+    arm, reward = data["arm"], data["reward"]
+    stats = [SampleStats.from_values(reward[arm == a]) for a in (0, 1)]
+
+    expected = compare(stats[0], stats[1], kind="binary")
+    got = report["metrics"][0]["comparisons"][0]
+    assert got["absolute"]["estimate"] == pytest.approx(expected.absolute.estimate, rel=1e-9)
+    assert got["absolute"]["ci_low"] == pytest.approx(expected.absolute.ci_low, rel=1e-9)
+    assert got["absolute"]["p_value"] == pytest.approx(expected.absolute.p_value, rel=1e-6)
+    assert expected.relative is not None
+    assert got["relative"]["estimate"] == pytest.approx(expected.relative.estimate, rel=1e-9)
+    always = asymptotic_cs(stats[0], stats[1], planned_n=10_000, kind="binary")
+    assert got["always_valid"]["ci_low"] == pytest.approx(always.ci_low, rel=1e-9)
+    assert got["always_valid"]["ci_high"] == pytest.approx(always.ci_high, rel=1e-9)
+    assert got["always_valid"]["p_value"] == pytest.approx(always.p_value, rel=1e-6, abs=1e-300)
+    bayes = summarize(stats, kind="binary")
+    for row, p in zip(report["metrics"][0]["bayes"], bayes.p_best, strict=True):
+        assert row["p_best"] == pytest.approx(p, abs=1e-9)
+    arms = report["metrics"][0]["arms"]
+    assert [a["n"] for a in arms] == [s.n for s in stats]
+    assert [a["mean"] for a in arms] == pytest.approx([s.mean for s in stats], rel=1e-12)
+    counts = np.bincount(arm, minlength=2)
+    assert [t["decisions"] for t in report["traffic"]] == counts.tolist()
+    srm = srm_check_adaptive(counts, counts.sum() * np.array([0.5, 0.5]))
+    assert report["srm"]["p_value"] == pytest.approx(srm.p_value, rel=1e-9)
+
+
+def test_as_of_gives_the_same_report_twice_and_cuts_the_data(
+    client: TestClient, create_experiment: Create
+) -> None:
+    create_experiment("ab")
+    data = fixed_split(_sessions(client), "ab", means=[0.1, 0.1], n=3_000, seed=5)
+    as_of = data["start"] + timedelta(hours=12)
+    first = _report(client, "ab", as_of=as_of.isoformat())
+    second = _report(client, "ab", as_of=as_of.isoformat())
+    assert first == second
+    # Closed decisions are those made a reward window (60 s) before as_of.
+    closed_through = as_of - timedelta(seconds=60)
+    with _sessions(client)() as session:
+        experiment = experiments.get(session=session, key="ab")
+        from sqlalchemy import func, select
+
+        from app.decisions.models import Decision
+
+        expected = session.scalar(
+            select(func.count()).where(
+                Decision.experiment_id == experiment.id, Decision.decided_at <= closed_through
+            )
+        )
+    assert first["closed_decisions"] == expected
+    assert 0 < first["closed_decisions"] < _report(client, "ab")["closed_decisions"]
+
+
+def test_a_real_effect_ships_and_a_a_never_does(
+    client: TestClient, create_experiment: Create
+) -> None:
+    create_experiment("effect")
+    fixed_split(_sessions(client), "effect", means=[0.10, 0.13], n=20_000, seed=11)
+    recommendation = _report(client, "effect")["recommendation"]
+    assert recommendation["action"] == "ship"
+    assert recommendation["arm"] == "treatment"
+    for seed in range(6):
+        key = f"aa{seed}"
+        create_experiment(key, analysis={"planned_decisions": 10_000})
+        fixed_split(_sessions(client), key, means=[0.1, 0.1], n=12_000, seed=100 + seed)
+        action = _report(client, key)["recommendation"]["action"]
+        assert action in ("keep_running", "no_difference"), (seed, action)
+
+
+def test_a_skewed_split_is_flagged_as_sample_ratio_mismatch(
+    client: TestClient, create_experiment: Create
+) -> None:
+    create_experiment("skew")
+    fixed_split(_sessions(client), "skew", means=[0.1, 0.1], n=10_000, seed=2, served=[0.53, 0.47])
+    report = _report(client, "skew")
+    assert report["srm"]["mismatch"] is True
+    assert report["recommendation"]["action"] == "investigate"
+    assert "SRM" in report["recommendation"]["rule"]
+
+
+def test_a_harmed_guardrail_is_investigated_and_corrected_for_multiplicity(
+    client: TestClient, create_experiment: Create
+) -> None:
+    create_experiment(
+        "guard",
+        analysis={
+            "guardrails": [
+                {"metric": "errors", "tolerance": 0.1},
+                {"metric": "timeouts", "tolerance": 0.1},
+            ]
+        },
+    )
+    fixed_split(
+        _sessions(client),
+        "guard",
+        means=[0.10, 0.13],
+        n=20_000,
+        seed=4,
+        metrics={"errors": [0.02, 0.04], "timeouts": [0.01, 0.01]},
+    )
+    report = _report(client, "guard")
+    errors, timeouts = report["metrics"][1], report["metrics"][2]
+    assert errors["comparisons"][0]["harm"] is True
+    assert timeouts["comparisons"][0]["harm"] is False
+    # Holm over the two guardrails: the smaller p-value is doubled.
+    ps = [m["comparisons"][0]["always_valid"]["p_value"] for m in (errors, timeouts)]
+    adjusted = [m["comparisons"][0]["p_adjusted"] for m in (errors, timeouts)]
+    assert min(adjusted) == pytest.approx(min(1.0, 2 * min(ps)))
+    assert report["recommendation"] == {
+        "action": "investigate",
+        "arm": "treatment",
+        "text": "Investigate: treatment harms guardrail errors.",
+        "rule": report["recommendation"]["rule"],
+    }
+
+
+def test_group_sequential_looks_stop_at_the_first_crossing(
+    client: TestClient, create_experiment: Create
+) -> None:
+    create_experiment(
+        "gs", analysis={"planned_decisions": 20_000, "group_sequential": {"looks": 4}}
+    )
+    fixed_split(_sessions(client), "gs", means=[0.10, 0.14], n=20_000, seed=8)
+    (design,) = _report(client, "gs")["group_sequential"]
+    decisions = [look["decision"] for look in design["looks"]]
+    assert design["status"] == "reject"
+    first = decisions.index("reject")
+    assert all(d == "continue" for d in decisions[:first])
+    assert all(d is None for d in decisions[first + 1 :])
+    crossing = design["looks"][first]
+    assert abs(crossing["z"]) >= crossing["upper"]
+
+
+def test_bandit_ips_recovers_the_truth_where_naive_means_do_not(
+    client: TestClient, create_experiment: Create
+) -> None:
+    # A drifting world served by Thompson sampling (floor 0.1): arm 0 is poor (0.2) for the
+    # first quarter, then the best (0.8); the bandit moves 90% of traffic to it only once it
+    # has learned that, so arm 0's naive mean over-weights its good period (0.75 against a
+    # value of 0.65 over the rounds) and arm 1's its bad one. IPS reweights by propensity.
+    scenario = scenario_from_dict(
+        {
+            "name": "drift",
+            "horizon": 20_000,
+            "update_interval": 1_000,
+            "seed": 3,
+            "environment": {
+                "kind": "drift",
+                "start_means": [0.2, 0.6],
+                "end_means": [0.8, 0.2],
+                "change_at": 5_000,
+            },
+            "policies": [{"type": "thompson", "params": {"min_probability": 0.1}}],
+        }
+    )
+    result = run_replicate(scenario, scenario.policies[0], 0, keep_log=True)
+    log = result.log
+    assert log is not None
+    create_experiment(
+        "bandit",
+        policy={"type": "thompson", "min_probability": 0.1},
+        analysis={"planned_decisions": 20_000},
+    )
+    end = utcnow() - timedelta(minutes=5)
+    start = end - timedelta(hours=20)
+    decided = [start + timedelta(seconds=3.6 * i) for i in range(scenario.horizon)]
+    block = np.arange(scenario.horizon) // scenario.update_interval
+    versions = {
+        int(b) + 1: (decided[int(b) * 1000], log.probabilities[int(b) * 1000].tolist())
+        for b in np.unique(block)
+    }
+    backdate(_sessions(client), "bandit", start - timedelta(seconds=1))
+    with transaction(_sessions(client)) as session:
+        experiment = experiments.get(session=session, key="bandit")
+        write_history(
+            session=session,
+            experiment=experiment,
+            history=History(
+                decided_at=decided,
+                arm=log.arm,
+                probabilities=log.probabilities,
+                version=block + 1,
+                outcomes={"reward": np.where(log.reward > 0, 1.0, np.nan)},
+                versions=versions,
+            ),
+            id_prefix="bandit",
+        )
+    report = _report(client, "bandit")
+    truth = log.expected.mean(axis=0)  # each arm's value over the rounds: 0.65, 0.3
+    off = report["off_policy"]
+    for a, row in enumerate(off["arms"]):
+        assert row["ips_cs_low"] <= truth[a] <= row["ips_cs_high"], (a, row)
+    assert all(row["naive_outside_cs"] for row in off["arms"])
+    assert off["note"] is not None
+    assert report["srm"]["mismatch"] is False  # expected counts from the logged allocations
+
+
+def test_report_errors_are_problems(client: TestClient, create_experiment: Create) -> None:
+    create_experiment("draft", start=False)
+    response = client.get("/v1/experiments/draft/report", headers=ADMIN)
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    assert client.get("/v1/experiments/nope/report", headers=ADMIN).status_code == 404
+    assert client.get("/v1/experiments/draft/report").status_code == 401
+    create_experiment("live")
+    future = (utcnow() + timedelta(days=1)).isoformat()
+    response = client.get("/v1/experiments/live/report", params={"as_of": future}, headers=ADMIN)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "query.as_of"
+    response = client.get(
+        "/v1/experiments/live/report", params={"as_of": "2026-01-01T00:00:00"}, headers=ADMIN
+    )
+    assert response.status_code == 422  # a time without its zone
+
+
+def test_csv_has_one_row_per_metric_and_arm(client: TestClient, create_experiment: Create) -> None:
+    create_experiment("csv", analysis={"secondary": [{"metric": "clicks"}]})
+    fixed_split(
+        _sessions(client), "csv", means=[0.1, 0.2], n=2_000, seed=1, metrics={"clicks": [0.3, 0.3]}
+    )
+    response = client.get("/v1/experiments/csv/report?format=csv", headers=ADMIN)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    lines = response.text.strip().splitlines()
+    assert lines[0].startswith("metric,role,arm,n,mean")
+    assert [line.split(",")[:3] for line in lines[1:]] == [
+        ["reward", "primary", "control"],
+        ["reward", "primary", "treatment"],
+        ["clicks", "secondary", "control"],
+        ["clicks", "secondary", "treatment"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("analysis", "field"),
+    [
+        ({"guardrails": [{"metric": "reward"}]}, "body.analysis.guardrails"),
+        ({"guardrails": [{"metric": "e"}, {"metric": "e"}]}, "body.analysis.guardrails"),
+        (
+            {"guardrails": [{"metric": "e"}], "secondary": [{"metric": "e"}]},
+            "body.analysis.secondary",
+        ),
+        ({"alpha": 0.5}, "body.analysis.alpha"),
+        ({"planned_decisions": 10}, "body.analysis.planned_decisions"),
+        ({"group_sequential": {"looks": 1}}, "body.analysis.group_sequential.looks"),
+        ({"surprise": 1}, "body.analysis.surprise"),
+    ],
+)
+def test_a_bad_analysis_plan_is_refused_naming_the_field(
+    client: TestClient, analysis: dict[str, Any], field: str
+) -> None:
+    response = client.post(
+        "/v1/experiments", json=experiment_body("bad", analysis=analysis), headers=ADMIN
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == field
+
+
+def test_the_analysis_plan_is_fixed_once_live(
+    client: TestClient, create_experiment: Create
+) -> None:
+    create_experiment("plan")
+    response = client.patch(
+        "/v1/experiments/plan", json={"analysis": {"alpha": 0.1}}, headers=ADMIN
+    )
+    assert response.status_code == 409
+    assert "analysis" in response.json()["detail"]
+
+
+def test_cli_report_formats(
+    client: TestClient,
+    create_experiment: Create,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    create_experiment("cli")
+    fixed_split(_sessions(client), "cli", means=[0.1, 0.15], n=4_000, seed=9)
+    monkeypatch.setenv("CROUPIER_DATABASE_URL", database_url)
+    assert main(["report", "cli", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["experiment"]["key"] == "cli"
+    assert main(["report", "cli"]) == 0
+    markdown = capsys.readouterr().out
+    assert markdown.startswith("# Ranking model v2 vs v1 (`cli`)")
+    assert data["recommendation"]["text"] in markdown
+    assert main(["report", "cli", "--format", "html"]) == 0
+    page = capsys.readouterr().out
+    assert page.startswith("<!doctype html>")
+    assert "<script" not in page
+    assert "http" not in page  # self-contained
+    assert main(["report", "cli", "--as-of", "2026-01-01T00:00:00"]) == 2
+    assert main(["report", "nope"]) == 1
+
+
+def test_as_of_in_the_report_is_the_one_asked(
+    client: TestClient, create_experiment: Create
+) -> None:
+    create_experiment("t")
+    fixed_split(_sessions(client), "t", means=[0.1, 0.1], n=500, seed=1)
+    as_of = (utcnow() - timedelta(minutes=1)).replace(microsecond=0)
+    report = _report(client, "t", as_of=as_of.isoformat())
+    assert datetime.fromisoformat(report["as_of"]) == as_of
