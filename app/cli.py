@@ -37,11 +37,29 @@ def bootstrap_admin_key(settings: Settings) -> str | None:
         engine.dispose()
 
 
+def seed_demo_data(settings: Settings) -> list[str]:
+    from app.demo import seed_demo
+
+    engine, sessions = _sessions(settings)
+    try:
+        return seed_demo(sessions)
+    finally:
+        engine.dispose()
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     migrate.upgrade(settings.database_url)
     key = bootstrap_admin_key(settings)
+    if settings.demo:
+        seeded = seed_demo_data(settings)
+        if seeded:
+            print(
+                f"Empty database: created the demo experiments {', '.join(seeded)} with "
+                "simulated traffic (CROUPIER_DEMO=false starts empty).",
+                flush=True,
+            )
     host = args.host or settings.host
     port = args.port or settings.port
     if key is not None:

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the service."
     )
+    demo: bool = Field(
+        True,
+        description="On an empty database, `croupier serve` creates two clearly labelled demo "
+        "experiments with three days of simulated traffic (false: start empty).",
+    )
 
     @property
     def max_commit_delay_s(self) -> float | None:

@@ -28,7 +28,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("CROUPIER_")}
-        full_env.update({"CROUPIER_PORT": str(self.port), "CROUPIER_LOG_LEVEL": "warning", **env})
+        defaults = {"CROUPIER_LOG_LEVEL": "warning", "CROUPIER_DEMO": "false"}
+        full_env.update({**defaults, "CROUPIER_PORT": str(self.port), **env})
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve"],

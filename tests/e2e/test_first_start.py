@@ -28,6 +28,7 @@ def test_first_start_prints_an_admin_key_and_the_walkthrough_runs(tmp_path: Path
         "CROUPIER_DATABASE_URL": f"sqlite:///{database}",
         "CROUPIER_LEARNER_TICK_S": "0.5",
         "CROUPIER_LEARNER_SAFETY_LAG_S": "1",
+        "CROUPIER_DEMO": "true",  # what `make run` does on an empty database
     }
     server = Server(env, tmp_path / "server.log")
     try:
@@ -35,12 +36,15 @@ def test_first_start_prints_an_admin_key_and_the_walkthrough_runs(tmp_path: Path
         assert len(set(keys)) == 1, server.output()
         key = keys[0]
         assert "curl -H" in server.output()
-        assert (
-            httpx.get(
-                f"{server.url}/v1/experiments", headers={"Authorization": f"Bearer {key}"}
-            ).status_code
-            == 200
-        )
+        auth = {"Authorization": f"Bearer {key}"}
+        listed = httpx.get(f"{server.url}/v1/experiments", headers=auth)
+        assert listed.status_code == 200
+        # A newcomer finds labelled demo experiments with real reports.
+        assert "created the demo experiments demo-ab, demo-bandit" in server.output()
+        assert {e["key"] for e in listed.json()["items"]} == {"demo-ab", "demo-bandit"}
+        report = httpx.get(f"{server.url}/v1/experiments/demo-ab/report", headers=auth)
+        assert report.status_code == 200
+        assert report.json()["recommendation"]["action"] == "ship"
         script = walkthrough_script()
         assert "curl" in script
         result = subprocess.run(
@@ -58,5 +62,6 @@ def test_first_start_prints_an_admin_key_and_the_walkthrough_runs(tmp_path: Path
     again = Server(env, tmp_path / "server2.log")
     try:
         assert "crp_" not in again.output()
+        assert "demo" not in again.output()
     finally:
         again.stop()
