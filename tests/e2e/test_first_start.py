@@ -56,6 +56,8 @@ def test_first_start_prints_an_admin_key_and_the_walkthrough_runs(tmp_path: Path
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "policy_version" in result.stdout
+        assert '"action":"keep_running"' in result.stdout  # step 6: the report
+        assert "metric,role,arm,n,mean" in result.stdout
     finally:
         server.stop()
     # A second start finds the key and prints none.
