@@ -351,3 +351,24 @@ def test_as_of_in_the_report_is_the_one_asked(
     as_of = (utcnow() - timedelta(minutes=1)).replace(microsecond=0)
     report = _report(client, "t", as_of=as_of.isoformat())
     assert datetime.fromisoformat(report["as_of"]) == as_of
+
+
+def test_primary_comparisons_are_holm_adjusted_over_treatments(
+    client: TestClient, create_experiment: Create
+) -> None:
+    create_experiment(
+        "three",
+        variants=[
+            {"key": "control", "is_control": True},
+            {"key": "b"},
+            {"key": "c"},
+        ],
+    )
+    fixed_split(_sessions(client), "three", means=[0.10, 0.10, 0.125], n=15_000, seed=21)
+    report = _report(client, "three")
+    comparisons = report["metrics"][0]["comparisons"]
+    raw = [c["always_valid"]["p_value"] for c in comparisons]
+    ordered = sorted(raw)
+    holm = [min(1.0, 2 * ordered[0]), min(1.0, max(2 * ordered[0], ordered[1]))]
+    assert sorted(c["p_adjusted"] for c in comparisons) == pytest.approx(holm)
+    assert report["recommendation"]["arm"] == "c"

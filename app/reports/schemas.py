@@ -54,8 +54,8 @@ class Comparison(ResponseModel):
         description="The always-valid interval divided by the control mean (null if it is 0)."
     )
     p_adjusted: float | None = Field(
-        description="Guardrails and secondary metrics: the always-valid p-value, Holm-adjusted "
-        "over the family's (metric, arm) pairs."
+        description="The always-valid p-value, Holm-adjusted within its family: the primary "
+        "metric's treatments, or the guardrails' / secondary metrics' (metric, arm) pairs."
     )
     significant: bool = Field(description="The always-valid test rejects (after adjustment).")
     better: bool | None = Field(description="Significant in the metric's good direction.")

@@ -425,21 +425,22 @@ def _relative(always: Interval, control: SampleStats) -> Interval | None:
 
 
 def _adjust(reports: list[MetricReport], alpha: float) -> None:
-    """Significance: the primary metric's comparisons at alpha each (the decision is about one
-    metric); guardrails and secondary metrics Holm-adjusted within their family, so that
-    watching many metrics does not multiply false alarms."""
+    """Significance of the always-valid tests, Holm-adjusted within each family: the primary
+    metric's treatments (with one treatment, nothing changes), the guardrails' and the
+    secondary metrics' (metric, arm) pairs, so that many arms or metrics do not multiply
+    false alarms."""
     for role in ("primary", "guardrail", "secondary"):
         family = [(r, c) for r in reports if r.role == role for c in r.comparisons]
-        p = [
-            c.always_valid.p_value if c.always_valid.p_value is not None else 1.0 for _, c in family
-        ]
         if not family:
             continue
+        p = [
+            c.always_valid.p_value if c.always_valid.p_value is not None else 1.0
+            for _, c in family
+        ]
         adjusted = adjust_p_values(p, method="holm", alpha=alpha).p_adjusted
         for (r, c), p_adj in zip(family, adjusted, strict=True):
-            p_used = p_adj if role != "primary" else (c.always_valid.p_value or 1.0)
-            c.p_adjusted = p_adj if role != "primary" else None
-            c.significant = p_used <= alpha and c.always_valid.estimate is not None
+            c.p_adjusted = p_adj
+            c.significant = p_adj <= alpha and c.always_valid.estimate is not None
             if c.significant:
                 up = (c.always_valid.estimate or 0.0) > 0
                 c.better = up == r.higher_is_better
@@ -627,10 +628,11 @@ def _series(
     decided = np.zeros((n_periods, k), dtype=np.int64)
     served = np.zeros((n_periods, k))
     for c in traffic:
-        decided[c.period, c.arm] += c.n
+        period = min(max(c.period, 0), n_periods - 1)
+        decided[period, c.arm] += c.n
         probabilities = allocation_of.get(c.policy_version)
         if probabilities is not None:
-            served[c.period] += c.n * probabilities
+            served[period] += c.n * probabilities
     cum = _cumulative(m.cells, k, n_periods)
     out: dict[str, Any] = defaultdict(dict)
     srm_p: list[float | None] = []
