@@ -364,7 +364,7 @@ def test_primary_comparisons_are_holm_adjusted_over_treatments(
             {"key": "c"},
         ],
     )
-    fixed_split(_sessions(client), "three", means=[0.10, 0.10, 0.125], n=15_000, seed=21)
+    fixed_split(_sessions(client), "three", means=[0.10, 0.10, 0.14], n=30_000, seed=21)
     report = _report(client, "three")
     comparisons = report["metrics"][0]["comparisons"]
     raw = [c["always_valid"]["p_value"] for c in comparisons]
