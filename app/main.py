@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import errors, health, migrate
+from app.dashboard.router import router as dashboard_router
 from app.db import make_engine, make_session_factory
 from app.decisions.cache import PolicyCache
 from app.decisions.router import fast_route as decisions_fast_route
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         outcomes_router,
         keys_router,
         reports_router,
+        dashboard_router,
     ):
         app.include_router(router)
     return app

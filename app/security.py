@@ -3,6 +3,10 @@
 Send the key as `Authorization: Bearer crp_...` (or `X-API-Key: crp_...`). 401 without a valid
 key, 403 when the key lacks the scope. Verified keys are trusted from memory for
 `CROUPIER_KEY_CACHE_TTL_S` seconds so the decide path does not pay a query per request.
+
+The dashboard's `croupier_key` cookie (HttpOnly, SameSite=Strict) stands in for the header only
+on GET/HEAD requests that need the `read` scope, and only when neither header is sent (a bad
+header is refused, never replaced by the cookie): a cookie never authorizes a change (no CSRF).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     from app.runtime import Runtime
 
 CONFIGURED_ADMIN = "configured admin key"
+COOKIE_NAME = "croupier_key"
+COOKIE_METHODS = frozenset({"GET", "HEAD"})
 
 
 class KeyCache:
@@ -94,6 +100,13 @@ async def authorize(request: Request, scope: str) -> Principal:
         if kind.lower() != "bearer" or not value.strip():
             raise _unauthorized("use 'Authorization: Bearer <key>'")
         raw = value.strip()
+    elif (
+        raw is None
+        and authorization is None
+        and scope == "read"
+        and request.method in COOKIE_METHODS
+    ):
+        raw = request.cookies.get(COOKIE_NAME)
     if not raw:
         raise _unauthorized("an API key is required (Authorization: Bearer <key>)")
     principal = await authenticate(request.app.state.runtime, raw)

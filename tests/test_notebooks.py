@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import ipykernel  # noqa: F401 - the kernel the notebooks run on must be installed
+import nbclient
+import nbformat
 import pytest
 
 from app import migrate
@@ -19,10 +22,6 @@ from app.db import make_engine, make_session_factory
 from app.demo import seed_demo
 from app.experiments import service as experiments
 from app.reports.service import build_report
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"

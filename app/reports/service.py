@@ -434,8 +434,7 @@ def _adjust(reports: list[MetricReport], alpha: float) -> None:
         if not family:
             continue
         p = [
-            c.always_valid.p_value if c.always_valid.p_value is not None else 1.0
-            for _, c in family
+            c.always_valid.p_value if c.always_valid.p_value is not None else 1.0 for _, c in family
         ]
         adjusted = adjust_p_values(p, method="holm", alpha=alpha).p_adjusted
         for (r, c), p_adj in zip(family, adjusted, strict=True):

@@ -1,0 +1,1 @@
+"""The analysts' web dashboard: plain HTML pages, hand-written JS and CSS, SVG plots."""
