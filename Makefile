@@ -39,6 +39,7 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.stats
 	$(BIN)/python -m benchmarks.simulation
+	$(BIN)/python -m benchmarks.report --sizes 100000,1000000
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:

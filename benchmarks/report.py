@@ -15,20 +15,26 @@ For each backend and size:
    triggers off while loading, the rows are consistent by construction), then VACUUM ANALYZE.
    SQLite: `executemany` in 200k-row transactions with journal_mode=WAL, synchronous=OFF and
    foreign_keys=OFF on the loading connection only, then ANALYZE. All indexes of the schema
-   stay in place while loading. One decision and its outcome are first written through the
-   ORM (`app.reports.history.write_history`) at the same instant as the first bulk row; the raw
-   stored columns of both are compared (so the bulk format is exactly what the app stores),
-   then the ORM-written probe is deleted.
+   stay in place while loading. One decision and its outcome are first written the app's way
+   (the decide endpoint's writer statements; a Core insert of Outcome) at the same instant as
+   the first bulk row; the raw stored columns of both are compared (so the bulk format is
+   exactly what the app stores), then the probe is deleted.
 4. In a fresh subprocess (so that its peak RSS is that of the report alone): `build_report`
    (as the endpoint calls it: a session, the experiment loaded by key, `as_of=None`), one
    warm-up and --repeat timed runs; then one run under tracemalloc. The baseline, in the same
    process: the learner's per-arm aggregate (`app.learning.service.aggregate`, the same
    correlated reward subquery) over every closed decision, warm-up + --repeat runs.
-   Peak RSS growth = ru_maxrss after everything minus ru_maxrss before the first report call
-   (the client process only: on PostgreSQL the work happens in the server's backends).
+   Peak RSS growth = the kernel's peak RSS (VmHWM, reset through /proc/self/clear_refs just
+   before the first report call) minus the RSS at that moment, read after the report runs.
+   (Plain ru_maxrss is useless here: a child forked from the loader starts with the loader's
+   peak.) The client process only: on PostgreSQL the work happens in the server's backends.
 
 --quick: 100,000 decisions on both backends, 1 timed run. Results go to
-benchmarks/results/report.json (--quick: report-quick.json).
+benchmarks/results/report.json (--quick: report-quick.json); rows of other (backend, size)
+pairs already in the file are kept, so sizes can be run separately (--repeat per run).
+--repeat 0: no warm-up, one traced report run and one learner run (for 10M rows, where one
+run takes minutes). --keep-pg: leave the PostgreSQL databases in place (for EXPLAIN); their
+names are printed.
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ class Row:
     report_runs_s: list[float]
     learner_median_s: float
     learner_runs_s: list[float]
+    repeat: int
     peak_rss_growth_mb: float
     peak_rss_mb: float
     tracemalloc_peak_mb: float
@@ -398,7 +405,33 @@ def analyze(backend: str, where: Any) -> None:
 # --------------------------------------------------------------------------- the child
 
 
-def child(url: str, repeat: int) -> dict[str, Any]:
+def _reset_peak_rss() -> float:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; returns it in MB.
+
+    ru_maxrss cannot be used on its own: a child forked from a big parent starts with the
+    parent's peak (Linux keeps it across exec). Falls back to ru_maxrss off Linux."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_mb("VmRSS")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_rss() -> float:
+    try:
+        return _status_mb("VmHWM")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise OSError(field)
+
+
+def child(url: str, repeat: int, single: bool = False) -> dict[str, Any]:
     """Runs in a fresh process: the report's latency and memory, then the learner baseline."""
     from app.db import make_engine, make_session_factory, utcnow
     from app.experiments import service as experiments
@@ -422,14 +455,34 @@ def child(url: str, repeat: int) -> dict[str, Any]:
             return aggregate(session=session, experiment=experiment, after=None, through=through)
 
     gc.collect()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = report()
+    rss_before = _reset_peak_rss()
+    if single:  # one run, no warm-up, traced (for sizes where one run takes minutes)
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        report()
+        runs = [time.perf_counter() - t0]
+        _, traced_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        rss_after = _peak_rss()
+        t0 = time.perf_counter()
+        stats = learner()
+        learner_runs = [time.perf_counter() - t0]
+        engine.dispose()
+        return {
+            "report_runs_s": runs,
+            "learner_runs_s": learner_runs,
+            "rss_before_mb": rss_before,
+            "rss_after_mb": rss_after,
+            "tracemalloc_peak_mb": traced_peak / 2**20,
+            "closed_decisions": sum(s.count for s in stats),
+        }
+    report()
     runs = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         report()
         runs.append(time.perf_counter() - t0)
-    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_after = _peak_rss()
     gc.collect()
     tracemalloc.start()
     report()
@@ -443,21 +496,20 @@ def child(url: str, repeat: int) -> dict[str, Any]:
         learner()
         learner_runs.append(time.perf_counter() - t0)
     engine.dispose()
-    primary = result.metrics[0]
     return {
         "report_runs_s": runs,
         "learner_runs_s": learner_runs,
-        "rss_before_mb": rss_before / 1024,
-        "rss_after_mb": rss_after / 1024,
+        "rss_before_mb": rss_before,
+        "rss_after_mb": rss_after,
         "tracemalloc_peak_mb": traced_peak / 2**20,
         "closed_decisions": sum(s.count for s in stats),
-        "report_arm_n": [a.n for a in primary.arms] if hasattr(primary, "arms") else None,
     }
 
 
 def run_child(url: str, repeat: int) -> dict[str, Any]:
+    args = ["--child", url, "--repeat", str(max(repeat, 1))] + (["--single"] if repeat == 0 else [])
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.report", "--child", url, "--repeat", str(repeat)],
+        [sys.executable, "-m", "benchmarks.report", *args],
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -470,7 +522,7 @@ def run_child(url: str, repeat: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- one case
 
 
-def case(backend: str, n: int, repeat: int, admin_url: str) -> Row:
+def case(backend: str, n: int, repeat: int, admin_url: str, keep_pg: bool = False) -> Row:
     from app import migrate
     from app.db import utcnow
 
@@ -502,12 +554,16 @@ def case(backend: str, n: int, repeat: int, admin_url: str) -> Row:
         outcomes = int(data.outcome.sum())
         del data
         gc.collect()
-        print(f"  {backend} {n:,}: loaded in {load_s:.1f} s + analyze {analyze_s:.1f} s", flush=True)
+        print(
+            f"  {backend} {n:,}: loaded in {load_s:.1f} s + analyze {analyze_s:.1f} s", flush=True
+        )
         res = run_child(url, repeat)
         if res["closed_decisions"] != n:
             raise SystemExit(f"learner counted {res['closed_decisions']} of {n} decisions")
     finally:
-        if backend == "postgres":
+        if backend == "postgres" and keep_pg:
+            print(f"  kept PostgreSQL database {dbname}", flush=True)
+        elif backend == "postgres":
             _pg_admin(admin_url, f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         shutil.rmtree(tmp, ignore_errors=True)
     runs, lruns = res["report_runs_s"], res["learner_runs_s"]
@@ -522,6 +578,7 @@ def case(backend: str, n: int, repeat: int, admin_url: str) -> Row:
         report_runs_s=runs,
         learner_median_s=statistics.median(lruns),
         learner_runs_s=lruns,
+        repeat=repeat,
         peak_rss_growth_mb=res["rss_after_mb"] - res["rss_before_mb"],
         peak_rss_mb=res["rss_after_mb"],
         tracemalloc_peak_mb=res["tracemalloc_peak_mb"],
@@ -551,10 +608,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
     parser.add_argument("--out", default=None, help="JSON file (default: results/report.json)")
+    parser.add_argument("--keep-pg", action="store_true")
+    parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.repeat)))
+        print(json.dumps(child(args.child, args.repeat, args.single)))
         return
     sizes = [100_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     repeat = 1 if args.quick else args.repeat
@@ -562,7 +621,7 @@ def main() -> None:
     rows = []
     for backend in backends:
         for n in sizes:
-            rows.append(case(backend, n, repeat, args.pg_admin_url))
+            rows.append(case(backend, n, repeat, args.pg_admin_url, args.keep_pg))
     print()
     print(table(rows))
     pg = [r for r in rows if r.backend == "postgres" and r.decisions >= 10_000_000]
@@ -575,6 +634,15 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     default = "report-quick.json" if args.quick else "report.json"
     out = Path(args.out) if args.out else RESULTS / default
+    new = {(r.backend, r.decisions) for r in rows}
+    kept = []
+    if out.exists():
+        kept = [
+            r
+            for r in json.loads(out.read_text()).get("rows", [])
+            if (r["backend"], r["decisions"]) not in new
+        ]
+    merged = sorted(kept + [asdict(r) for r in rows], key=lambda r: (r["backend"], r["decisions"]))
     out.write_text(
         json.dumps(
             {
@@ -584,8 +652,7 @@ def main() -> None:
                     "cpus": os.cpu_count(),
                     "sqlite": sqlite3.sqlite_version,
                 },
-                "repeat": repeat,
-                "rows": [asdict(r) for r in rows],
+                "rows": merged,
             },
             indent=2,
         )

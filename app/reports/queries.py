@@ -16,13 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Integer, cast, func, select
+from sqlalchemy import ColumnElement, Integer, Subquery, cast, func, select
 from sqlalchemy.orm import Session
 
 from app.db import epoch_seconds
 from app.decisions.models import Decision
 from app.experiments.models import Experiment
 from app.learning.service import metric_value
+from app.outcomes.models import Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,48 @@ def _period(start: datetime, width_s: float) -> ColumnElement[int]:
     return cast(func.floor(offset / width_s), Integer)
 
 
+def outcome_values(
+    experiment: Experiment, metric: str, *, received_by: datetime
+) -> Subquery:
+    """(decision_id, v): each decision's value of `metric`, one row per decision that has one.
+
+    The same value as `app.learning.service.metric_value` (the aggregate, earliest or sum, of
+    its non-late outcomes received by `received_by`), computed for all decisions at once: one
+    pass over the experiment's outcomes instead of a lookup per decision, which is what a
+    report over millions of decisions needs (the learner, counting a few new decisions at a
+    time, keeps the lookup). A test checks both give the same statistics.
+    """
+    mine = (
+        Outcome.experiment_id == experiment.id,
+        Outcome.metric == metric,
+        Outcome.late.is_(False),
+        Outcome.received_at <= received_by,
+    )
+    if experiment.reward_aggregation == "sum":
+        return (
+            select(Outcome.decision_id, func.sum(Outcome.value).label("v"))
+            .where(*mine)
+            .group_by(Outcome.decision_id)
+            .subquery()
+        )
+    ranked = (
+        select(
+            Outcome.decision_id,
+            Outcome.value,
+            func.row_number()
+            .over(partition_by=Outcome.decision_id, order_by=(Outcome.occurred_at, Outcome.id))
+            .label("rank"),
+        )
+        .where(*mine)
+        .subquery()
+    )
+    return (
+        select(ranked.c.decision_id, ranked.c.value.label("v"))
+        .where(ranked.c.rank == 1)
+        .subquery()
+    )
+
+
 def metric_cells(
     *,
     session: Session,
@@ -62,22 +105,42 @@ def metric_cells(
     width_s: float,
 ) -> list[MetricCell]:
     closed_through = as_of - timedelta(seconds=experiment.reward_window_s)
-    value = metric_value(experiment, metric, missing=missing, received_by=as_of).label("v")
-    rows = (
-        select(
-            _period(start, width_s).label("period"),
-            Decision.arm.label("arm"),
-            Decision.propensity.label("p"),
-            value,
-        )
-        .where(
-            Decision.experiment_id == experiment.id,
-            Decision.experimental.is_(True),
-            Decision.fallback.is_(False),
-            Decision.decided_at <= closed_through,
-        )
-        .subquery()
+    window = (
+        Decision.experiment_id == experiment.id,
+        Decision.experimental.is_(True),
+        Decision.fallback.is_(False),
+        Decision.decided_at <= closed_through,
     )
+    period = _period(start, width_s).label("period")
+    if session.get_bind().dialect.name == "postgresql":
+        # One pass over the outcomes, hash-joined to the decisions (parallel on PostgreSQL).
+        values = outcome_values(experiment, metric, received_by=as_of)
+        found: ColumnElement[float] = values.c.v
+        rows = (
+            select(period, Decision.arm.label("arm"), Decision.propensity.label("p"))
+            .add_columns(
+                (found if missing is None else func.coalesce(found, missing)).label("v")
+            )
+            .select_from(Decision)
+            .outerjoin(values, values.c.decision_id == Decision.id)
+            .where(*window)
+            .subquery()
+        )
+    else:
+        # SQLite: a lookup per decision on the unique (decision_id, metric, dedup_key) index.
+        # OFFSET 0 keeps the subquery from being merged into the aggregate, which would repeat
+        # the lookup for every use of v.
+        rows = (
+            select(
+                period,
+                Decision.arm.label("arm"),
+                Decision.propensity.label("p"),
+                metric_value(experiment, metric, missing=missing, received_by=as_of).label("v"),
+            )
+            .where(*window)
+            .offset(0)
+            .subquery()
+        )
     v, p = rows.c.v, rows.c.p
     query = (
         select(
