@@ -6,6 +6,7 @@ from app.experiments.models import Experiment, ExperimentRevision, Variant
 from app.keys.models import ApiKey
 from app.learning.models import PolicyVersion
 from app.outcomes.models import Outcome
+from app.reports.models import MetricRollup, RollupMark, TrafficRollup
 
 __all__ = [
     "ApiKey",
@@ -13,7 +14,10 @@ __all__ = [
     "Decision",
     "Experiment",
     "ExperimentRevision",
+    "MetricRollup",
     "Outcome",
     "PolicyVersion",
+    "RollupMark",
+    "TrafficRollup",
     "Variant",
 ]

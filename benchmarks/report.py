@@ -90,6 +90,9 @@ class Row:
     peak_rss_growth_mb: float
     peak_rss_mb: float
     tracemalloc_peak_mb: float
+    rollup_s: float
+    rolled_median_s: float
+    rolled_runs_s: list[float]
 
 
 # --------------------------------------------------------------------------- databases
@@ -467,9 +470,12 @@ def child(url: str, repeat: int, single: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
         stats = learner()
         learner_runs = [time.perf_counter() - t0]
+        rollup_s, rolled = _rolled(sessions, report, 1)
         engine.dispose()
         return {
             "report_runs_s": runs,
+            "rollup_s": rollup_s,
+            "rolled_runs_s": rolled,
             "learner_runs_s": learner_runs,
             "rss_before_mb": rss_before,
             "rss_after_mb": rss_after,
@@ -495,15 +501,36 @@ def child(url: str, repeat: int, single: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
         learner()
         learner_runs.append(time.perf_counter() - t0)
+    rollup_s, rolled = _rolled(sessions, report, repeat)
     engine.dispose()
     return {
         "report_runs_s": runs,
+        "rollup_s": rollup_s,
+        "rolled_runs_s": rolled,
         "learner_runs_s": learner_runs,
         "rss_before_mb": rss_before,
         "rss_after_mb": rss_after,
         "tracemalloc_peak_mb": traced_peak / 2**20,
         "closed_decisions": sum(s.count for s in stats),
     }
+
+
+def _rolled(sessions: Any, report: Any, repeat: int) -> tuple[float, list[float]]:
+    """What the service does: the learner rolls final hours up (once, then an hour at a time),
+    and the report reads the rollups plus the recent raw rows. Returns (rollup s, report runs)."""
+    from app.db import utcnow
+    from app.learning.runner import roll_up_reports
+
+    t0 = time.perf_counter()
+    roll_up_reports(sessions=sessions, now=utcnow())
+    rollup_s = time.perf_counter() - t0
+    report()  # warm-up
+    runs = []
+    for _ in range(max(repeat, 1)):
+        t0 = time.perf_counter()
+        report()
+        runs.append(time.perf_counter() - t0)
+    return rollup_s, runs
 
 
 def run_child(url: str, repeat: int) -> dict[str, Any]:
@@ -582,19 +609,24 @@ def case(backend: str, n: int, repeat: int, admin_url: str, keep_pg: bool = Fals
         peak_rss_growth_mb=res["rss_after_mb"] - res["rss_before_mb"],
         peak_rss_mb=res["rss_after_mb"],
         tracemalloc_peak_mb=res["tracemalloc_peak_mb"],
+        rollup_s=res["rollup_s"],
+        rolled_median_s=statistics.median(res["rolled_runs_s"]),
+        rolled_runs_s=res["rolled_runs_s"],
     )
 
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| backend | decisions | load s | report median s | report max s "
-        "| learner aggregate s | peak RSS growth MB | tracemalloc peak MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | decisions | load s | report, no rollups: median s | max s "
+        "| learner aggregate s | rollup build s (learner, once) | report as served s "
+        "| peak RSS growth MB | tracemalloc peak MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.backend} | {r.decisions:,} | {r.load_s:.1f} (+{r.analyze_s:.1f}) "
             f"| {r.report_median_s:.2f} | {r.report_max_s:.2f} | {r.learner_median_s:.2f} "
+            f"| {r.rollup_s:.2f} | {r.rolled_median_s:.3f} "
             f"| {r.peak_rss_growth_mb:.1f} | {r.tracemalloc_peak_mb:.1f} |"
         )
     return "\n".join(lines)
@@ -626,10 +658,11 @@ def main() -> None:
     print(table(rows))
     pg = [r for r in rows if r.backend == "postgres" and r.decisions >= 10_000_000]
     for r in pg:
-        verdict = "meets" if r.report_median_s < TARGET_SECONDS else "misses"
+        verdict = "meets" if r.rolled_median_s < TARGET_SECONDS else "misses"
         print(
-            f"\nPostgreSQL {r.decisions:,} decisions: report {r.report_median_s:.2f} s, "
-            f"{verdict} the {TARGET_SECONDS:.0f} s target"
+            f"\nPostgreSQL {r.decisions:,} decisions: report as served (with the learner's "
+            f"rollups) {r.rolled_median_s:.3f} s, {verdict} the {TARGET_SECONDS:.0f} s target; "
+            f"without rollups {r.report_median_s:.2f} s"
         )
     RESULTS.mkdir(exist_ok=True)
     default = "report-quick.json" if args.quick else "report.json"

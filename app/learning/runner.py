@@ -16,11 +16,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Protocol
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction, utcnow
 from app.experiments import service as experiments_service
+from app.experiments.models import Experiment
 from app.learning import service as learning_service
 
 log = logging.getLogger("croupier.learner")
@@ -128,7 +129,30 @@ def run_pass(
         except Exception as exc:  # one broken experiment must not stop the others learning
             log.exception("learner: experiment %s failed", key)
             results.append(learning_service.PassResult(key, None, 0, error=str(exc)))
+    roll_up_reports(sessions=sessions, now=now)
     return results
+
+
+def roll_up_reports(*, sessions: sessionmaker[Session], now: datetime) -> None:
+    """Keep every started experiment's report rollups up to date (app.reports.rollups): cheap
+    when nothing new became final, one hour's aggregation per hour otherwise."""
+    from app.reports.rollups import roll_up
+    from app.reports.service import metric_specs
+
+    with sessions() as session:
+        started = list(
+            session.scalars(
+                select(Experiment).where(Experiment.status.in_(("running", "paused", "concluded")))
+            )
+        )
+        work = [
+            (e.key, [(name, missing) for _, name, _, missing in metric_specs(e)]) for e in started
+        ]
+    for key, metrics in work:
+        try:
+            roll_up(sessions=sessions, experiment_key=key, metrics=metrics, now=now)
+        except Exception:  # a report rollup must never stop the learner
+            log.exception("learner: report rollup of %s failed", key)
 
 
 def _learn_one(

@@ -53,7 +53,11 @@ def _period(start: datetime, width_s: float) -> ColumnElement[int]:
 
 
 def outcome_values(
-    experiment: Experiment, metric: str, *, received_by: datetime
+    experiment: Experiment,
+    metric: str,
+    *,
+    received_by: datetime,
+    received_from: datetime | None = None,
 ) -> Subquery:
     """(decision_id, v): each decision's value of `metric`, one row per decision that has one.
 
@@ -63,12 +67,17 @@ def outcome_values(
     report over millions of decisions needs (the learner, counting a few new decisions at a
     time, keeps the lookup). A test checks both give the same statistics.
     """
-    mine = (
+    mine = [
         Outcome.experiment_id == experiment.id,
         Outcome.metric == metric,
         Outcome.late.is_(False),
         Outcome.received_at <= received_by,
-    )
+    ]
+    if received_from is not None:
+        # Only decisions made from then on are wanted, and an outcome is received after its
+        # decision was made: older outcomes cannot belong to them (the index on
+        # (experiment_id, received_at) skips them).
+        mine.append(Outcome.received_at >= received_from)
     if experiment.reward_aggregation == "sum":
         return (
             select(Outcome.decision_id, func.sum(Outcome.value).label("v"))
@@ -88,9 +97,7 @@ def outcome_values(
         .subquery()
     )
     return (
-        select(ranked.c.decision_id, ranked.c.value.label("v"))
-        .where(ranked.c.rank == 1)
-        .subquery()
+        select(ranked.c.decision_id, ranked.c.value.label("v")).where(ranked.c.rank == 1).subquery()
     )
 
 
@@ -103,24 +110,26 @@ def metric_cells(
     as_of: datetime,
     start: datetime,
     width_s: float,
+    decided_from: datetime | None = None,
 ) -> list[MetricCell]:
+    """Decisions closed by as_of (and made at or after `decided_from`, when given)."""
     closed_through = as_of - timedelta(seconds=experiment.reward_window_s)
-    window = (
+    window = [
         Decision.experiment_id == experiment.id,
         Decision.experimental.is_(True),
         Decision.fallback.is_(False),
         Decision.decided_at <= closed_through,
-    )
+    ]
+    if decided_from is not None:
+        window.append(Decision.decided_at >= decided_from)
     period = _period(start, width_s).label("period")
     if session.get_bind().dialect.name == "postgresql":
         # One pass over the outcomes, hash-joined to the decisions (parallel on PostgreSQL).
-        values = outcome_values(experiment, metric, received_by=as_of)
+        values = outcome_values(experiment, metric, received_by=as_of, received_from=decided_from)
         found: ColumnElement[float] = values.c.v
         rows = (
             select(period, Decision.arm.label("arm"), Decision.propensity.label("p"))
-            .add_columns(
-                (found if missing is None else func.coalesce(found, missing)).label("v")
-            )
+            .add_columns((found if missing is None else func.coalesce(found, missing)).label("v"))
             .select_from(Decision)
             .outerjoin(values, values.c.decision_id == Decision.id)
             .where(*window)
@@ -170,16 +179,20 @@ def traffic_cells(
     as_of: datetime,
     start: datetime,
     width_s: float,
+    decided_from: datetime | None = None,
 ) -> list[TrafficCell]:
     period = _period(start, width_s).label("period")
+    window = [
+        Decision.experiment_id == experiment.id,
+        Decision.experimental.is_(True),
+        Decision.fallback.is_(False),
+        Decision.decided_at <= as_of,
+    ]
+    if decided_from is not None:
+        window.append(Decision.decided_at >= decided_from)
     query = (
         select(period, Decision.arm, Decision.policy_version, func.count())
-        .where(
-            Decision.experiment_id == experiment.id,
-            Decision.experimental.is_(True),
-            Decision.fallback.is_(False),
-            Decision.decided_at <= as_of,
-        )
+        .where(*window)
         .group_by(period, Decision.arm, Decision.policy_version)
     )
     return [TrafficCell(int(p), int(a), int(v), int(n)) for p, a, v, n in session.execute(query)]

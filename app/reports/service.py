@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from app.errors import Conflict, Invalid
 from app.experiments.models import Experiment
 from app.experiments.schemas import AnalysisPlan, MetricPlan
 from app.learning.models import PolicyVersion
-from app.reports import queries
+from app.reports import queries, rollups
 from app.reports.schemas import (
     ArmSummary,
     Bayes,
@@ -106,8 +106,10 @@ def build_report(*, session: Session, experiment: Experiment, as_of: datetime | 
     plan = AnalysisPlan.model_validate(experiment.analysis)
     arms = [v.key for v in experiment.variants]
     control = next(i for i, v in enumerate(experiment.variants) if v.is_control)
-    start = experiment.started_at
-    width = period_width(as_of - start)
+    width = period_width(as_of - experiment.started_at)
+    aligned = width % rollups.HOUR_S == 0
+    # Periods of whole hours start on an hour, so that hourly rollups nest in them.
+    start = _floor_hour(experiment.started_at) if aligned else experiment.started_at
     n_periods = max(1, math.ceil((as_of - start).total_seconds() / width))
     closed_through = as_of - timedelta(seconds=experiment.reward_window_s)
 
@@ -119,10 +121,8 @@ def build_report(*, session: Session, experiment: Experiment, as_of: datetime | 
         )
     )
     allocation_of = {v.number: np.asarray(v.state["probabilities"], float) for v in versions}
-    traffic = queries.traffic_cells(
-        session=session, experiment=experiment, as_of=as_of, start=start, width_s=width
-    )
-    metrics = _metrics(session, experiment, plan, as_of, start, width)
+    traffic = _traffic_cells(session, experiment, as_of, start, width, aligned)
+    metrics = _metrics(session, experiment, plan, as_of, start, width, aligned)
     primary = metrics[0]
     kind_of = {m.name: _kind(m) for m in metrics}
 
@@ -189,6 +189,53 @@ def build_report(*, session: Session, experiment: Experiment, as_of: datetime | 
 # --- data ----------------------------------------------------------------------------------
 
 
+def metric_specs(experiment: Experiment) -> list[tuple[MetricPlan | None, str, str, float | None]]:
+    """(plan, metric, role, missing) of every metric the report computes: the primary metric
+    (a decision without outcome counts as the default reward), then guardrails, secondary."""
+    plan = AnalysisPlan.model_validate(experiment.analysis)
+    specs: list[tuple[MetricPlan | None, str, str, float | None]] = [
+        (None, experiment.primary_metric, "primary", experiment.default_reward)
+    ]
+    for role, family in (("guardrail", plan.guardrails), ("secondary", plan.secondary)):
+        for m in family:
+            specs.append((m, m.metric, role, 0.0 if m.missing == "zero" else None))
+    return specs
+
+
+def _floor_hour(at: datetime) -> datetime:
+    return rollups.hour_start(math.floor((at - rollups.EPOCH).total_seconds() / rollups.HOUR_S))
+
+
+def _to_period(hour: int, start: datetime, width: float) -> int:
+    return math.floor((rollups.hour_start(hour) - start).total_seconds() / width)
+
+
+def _traffic_cells(
+    session: Session,
+    experiment: Experiment,
+    as_of: datetime,
+    start: datetime,
+    width: float,
+    aligned: bool,
+) -> list[queries.TrafficCell]:
+    """Rolled-up hours (final by as_of) plus the raw decisions after them."""
+    before = (
+        rollups.usable_hour(session, experiment, rollups.TRAFFIC, None, as_of) if aligned else None
+    )
+    cells = [
+        replace(c, period=_to_period(c.period, start, width))
+        for c in (rollups.traffic_rollups(session, experiment, before) if before else [])
+    ]
+    return cells + queries.traffic_cells(
+        session=session,
+        experiment=experiment,
+        as_of=as_of,
+        start=start,
+        width_s=width,
+        decided_from=rollups.hour_start(before) if before else None,
+    )
+
+
 def _metrics(
     session: Session,
     experiment: Experiment,
@@ -196,31 +243,29 @@ def _metrics(
     as_of: datetime,
     start: datetime,
     width: float,
+    aligned: bool,
 ) -> list[_Metric]:
-    specs: list[tuple[MetricPlan | None, str, str, float | None]] = [
-        (None, experiment.primary_metric, "primary", experiment.default_reward)
-    ]
-    for role, family in (("guardrail", plan.guardrails), ("secondary", plan.secondary)):
-        for m in family:
-            specs.append((m, m.metric, role, 0.0 if m.missing == "zero" else None))
-    return [
-        _Metric(
-            spec,
-            name,
-            role,
-            missing,
-            queries.metric_cells(
-                session=session,
-                experiment=experiment,
-                metric=name,
-                missing=missing,
-                as_of=as_of,
-                start=start,
-                width_s=width,
-            ),
+    out = []
+    for spec, name, role, missing in metric_specs(experiment):
+        before = rollups.usable_hour(session, experiment, name, missing, as_of) if aligned else None
+        cells = [
+            replace(cell, period=_to_period(hour, start, width))
+            for hour, cell in (
+                rollups.metric_rollups(session, experiment, name, before) if before else []
+            )
+        ]
+        cells += queries.metric_cells(
+            session=session,
+            experiment=experiment,
+            metric=name,
+            missing=missing,
+            as_of=as_of,
+            start=start,
+            width_s=width,
+            decided_from=rollups.hour_start(before) if before else None,
         )
-        for spec, name, role, missing in specs
-    ]
+        out.append(_Metric(spec, name, role, missing, cells))
+    return out
 
 
 def _arm_stats(cells: Sequence[queries.MetricCell], n_arms: int) -> list[SampleStats]:
