@@ -25,7 +25,7 @@ from app.db import transaction, utcnow
 from app.experiments import service as experiments
 from app.experiments.models import Experiment
 from app.experiments.schemas import ExperimentCreate
-from app.reports.history import History, write_history
+from app.reports.history import History, from_decision_log, write_history
 
 DEMO_PREFIX = "demo-"
 LABEL = "DEMO (simulated data)"
@@ -172,24 +172,16 @@ def _bandit(session: Session, now: datetime) -> None:
     )
     step = DAYS * 86400.0 / n
     decided = [start + timedelta(seconds=step * (i + 0.5)) for i in range(n)]
-    blocks = np.arange(n) // block
-    versions = {
-        int(b) + 1: (
-            decided[int(b) * block] - timedelta(seconds=1),
-            log.probabilities[int(b) * block],
-        )
-        for b in np.unique(blocks)
-    }
     write_history(
         session=session,
         experiment=experiment,
-        history=History(
-            decided_at=decided,
+        history=from_decision_log(
             arm=log.arm,
             probabilities=log.probabilities,
-            version=blocks + 1,
-            outcomes={"conversion": np.where(log.reward > 0, 1.0, np.nan)},
-            versions=versions,
+            reward=log.reward,
+            decided_at=decided,
+            update_interval=block,
+            metric="conversion",
         ),
         id_prefix="demo-bandit",
     )

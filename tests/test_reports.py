@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from app.cli import main
 from app.db import transaction, utcnow
 from app.experiments import service as experiments
-from app.reports.history import History, write_history
+from app.reports.history import from_decision_log, write_history
 from app.stats.bayes import summarize
 from app.stats.fixed_horizon import compare
 from app.stats.sequential import asymptotic_cs
@@ -214,24 +214,19 @@ def test_bandit_ips_recovers_the_truth_where_naive_means_do_not(
     end = utcnow() - timedelta(minutes=5)
     start = end - timedelta(hours=20)
     decided = [start + timedelta(seconds=3.6 * i) for i in range(scenario.horizon)]
-    block = np.arange(scenario.horizon) // scenario.update_interval
-    versions = {
-        int(b) + 1: (decided[int(b) * 1000], log.probabilities[int(b) * 1000].tolist())
-        for b in np.unique(block)
-    }
     backdate(_sessions(client), "bandit", start - timedelta(seconds=1))
     with transaction(_sessions(client)) as session:
         experiment = experiments.get(session=session, key="bandit")
         write_history(
             session=session,
             experiment=experiment,
-            history=History(
-                decided_at=decided,
+            history=from_decision_log(
                 arm=log.arm,
                 probabilities=log.probabilities,
-                version=block + 1,
-                outcomes={"reward": np.where(log.reward > 0, 1.0, np.nan)},
-                versions=versions,
+                reward=log.reward,
+                decided_at=decided,
+                update_interval=scenario.update_interval,
+                metric="reward",
             ),
             id_prefix="bandit",
         )

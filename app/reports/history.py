@@ -40,6 +40,36 @@ class History:
     outcome_delay: timedelta = timedelta(seconds=1)
 
 
+def from_decision_log(
+    *,
+    arm: npt.NDArray[np.intp],
+    probabilities: npt.NDArray[np.float64],
+    reward: npt.NDArray[np.float64],
+    decided_at: Sequence[datetime],
+    update_interval: int,
+    metric: str,
+) -> History:
+    """A simulated run (e.g. `simulations.engine.DecisionLog`: arms, served vectors, 0/1
+    rewards) as a history: one policy version per block of `update_interval` decisions,
+    published a second before the block's first decision; a reward of 1 is an outcome."""
+    blocks = np.arange(len(decided_at)) // update_interval
+    versions = {
+        int(b) + 1: (
+            decided_at[int(b) * update_interval] - timedelta(seconds=1),
+            [float(p) for p in probabilities[int(b) * update_interval]],
+        )
+        for b in np.unique(blocks)
+    }
+    return History(
+        decided_at=decided_at,
+        arm=arm,
+        probabilities=probabilities,
+        version=blocks + 1,
+        outcomes={metric: np.where(reward > 0, 1.0, np.nan)},
+        versions=versions,
+    )
+
+
 def write_history(
     *, session: Session, experiment: Experiment, history: History, id_prefix: str
 ) -> int:
