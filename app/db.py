@@ -69,8 +69,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class epoch_seconds(FunctionElement[float]):  # noqa: N801 - an SQL function, named like one
     """Seconds since 1970-01-01 UTC of a UTCDateTime column, on every engine (for bucketing
-    rows by time in SQL): extract(epoch) on PostgreSQL, julianday arithmetic on SQLite (which
-    keeps the fraction of a second that strftime('%s') drops)."""
+    rows by time in SQL): date_part('epoch') on PostgreSQL, strftime('%s') (whole seconds,
+    truncated, so an instant before a boundary stays before it) on SQLite."""
 
     type = Float()
     inherit_cache = True
@@ -84,7 +84,11 @@ def _epoch_default(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
 
 @compiles(epoch_seconds, "sqlite")
 def _epoch_sqlite(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
-    return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
+    # Whole seconds, exactly: SQLite's date functions round to the millisecond (so 10:59:59.9996
+    # would count as 11:00), hence the fraction is cut off the stored text first (UTCDateTime
+    # stores 'YYYY-MM-DD HH:MM:SS.ffffff'). Buckets are at least a minute wide.
+    column = compiler.process(element.clauses, **kw)
+    return f"CAST(strftime('%s', substr({column}, 1, 19)) AS INTEGER)"
 
 
 # JSON documents: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.

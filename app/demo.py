@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction, utcnow
@@ -41,11 +42,14 @@ def seed_demo(sessions: sessionmaker[Session], *, now: datetime | None = None) -
 
     Returns the keys created (none when the database was not empty)."""
     now = now or utcnow()
-    with transaction(sessions) as session:
-        if not is_empty(session):
-            return []
-        _ab(session, now)
-        _bandit(session, now)
+    try:
+        with transaction(sessions) as session:
+            if not is_empty(session):
+                return []
+            _ab(session, now)
+            _bandit(session, now)
+    except IntegrityError:  # another process seeded it at the same moment
+        return []
     return ["demo-ab", "demo-bandit"]
 
 

@@ -28,7 +28,9 @@ def make_key(client: TestClient, *scopes: str) -> str:
 
 
 def login(client: TestClient, key: str, url: str = "/dashboard/login") -> Any:
-    return client.post(url, data={"key": key}, follow_redirects=False)
+    # A browser posting the form sends its Origin (or at least its Referer).
+    origin = "https://testserver" if url.startswith("https:") else "http://testserver"
+    return client.post(url, data={"key": key}, headers={"Origin": origin}, follow_redirects=False)
 
 
 def set_cookie_headers(response: Any) -> list[str]:
@@ -110,10 +112,37 @@ def test_a_login_posted_from_another_site_is_refused(client: TestClient) -> None
     assert not set_cookie_headers(response)
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Referer": "https://evil.example/page"}],
+    ids=["no-origin-no-referer", "foreign-referer"],
+)
+def test_a_login_without_a_same_site_origin_or_referer_is_refused(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    response = client.post(
+        "/dashboard/login", data={"key": ADMIN_KEY}, headers=headers, follow_redirects=False
+    )
+    assert response.status_code == 403
+    assert not set_cookie_headers(response)
+
+
+def test_a_login_with_only_a_same_site_referer_is_accepted(client: TestClient) -> None:
+    response = client.post(
+        "/dashboard/login",
+        data={"key": ADMIN_KEY},
+        headers={"Referer": "http://testserver/dashboard/login"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+
+
 def test_logout_clears_the_cookie(client: TestClient) -> None:
     assert login(client, make_key(client, "read")).status_code == 303
     assert client.get("/dashboard/", follow_redirects=False).status_code == 200
-    response = client.post("/dashboard/logout", follow_redirects=False)
+    response = client.post(
+        "/dashboard/logout", headers={"Origin": "http://testserver"}, follow_redirects=False
+    )
     assert response.status_code == 303
     assert response.headers["location"] == "/dashboard/login"
     (cookie,) = set_cookie_headers(response)

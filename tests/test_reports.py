@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -497,3 +497,59 @@ def test_hourly_rollups_give_the_same_report_at_any_as_of(
         gone = session.execute(delete(Decision).where(Decision.decided_at < cut)).rowcount
     assert gone > 10_000
     _same(_report(client, "rolled", as_of=now.isoformat()), raw_now)
+
+
+def test_time_buckets_are_exact_at_hour_boundaries(engine: Any) -> None:
+    # Rollups cut hours by comparing timestamps; the SQL bucket must agree to the microsecond.
+    from sqlalchemy import literal, select
+
+    from app.db import UTCDateTime, epoch_seconds
+
+    hour = datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
+    for offset_us in (-400, -1, 0, 1, 400, 999_999):
+        at = hour + timedelta(microseconds=offset_us)
+        with engine.connect() as conn:
+            seconds = conn.execute(select(epoch_seconds(literal(at, UTCDateTime)))).scalar_one()
+        assert int(float(seconds) // 3600) == int(at.timestamp() // 3600), offset_us
+
+
+def test_series_padding_and_binary_detection_do_not_depend_on_the_split() -> None:
+    from app.reports import queries
+    from app.reports.service import _cut, _kind, _Metric
+
+    padded = _cut(
+        {"decisions": {"a": [3]}, "primary_n": {"a": [5]}, "lift": {"b": [0.1]}, "srm": [0.5]}, 3
+    )
+    assert padded == {
+        "decisions": {"a": [3, 0, 0]},  # no decisions in the empty periods
+        "primary_n": {"a": [5, 5, 5]},  # cumulative
+        "lift": {"b": [0.1, None, None]},
+        "srm": [0.5, None, None],
+    }
+
+    def cell(values: list[float]) -> queries.MetricCell:
+        y = np.array(values)
+        return queries.MetricCell(
+            0, 0, y.size, y.sum(), (y * y).sum(), 0, 0, 0, 0, y.min(), y.max()
+        )
+
+    # One 2 and eight 0.5: sum = sum of squares = 6, yet not 0/1 values.
+    odd = _Metric(None, "m", "primary", None, [cell([2.0] + [0.5] * 8)])
+    assert _kind(odd) == "continuous"
+    zero_one = _Metric(None, "m", "primary", None, [cell([0, 1, 1]), cell([0.0])])
+    assert _kind(zero_one) == "binary"
+
+
+def test_when_the_plan_is_complete_a_worse_treatment_keeps_the_control(
+    client: TestClient, create_experiment: Create
+) -> None:
+    create_experiment(
+        "worse",
+        variants=[{"key": "control", "is_control": True}, {"key": "b"}, {"key": "c"}],
+        analysis={"planned_decisions": 10_000},
+    )
+    fixed_split(_sessions(client), "worse", means=[0.15, 0.10, 0.15], n=30_000, seed=5)
+    recommendation = _report(client, "worse")["recommendation"]
+    assert recommendation["action"] == "ship"
+    assert recommendation["arm"] == "control"
+    assert "b is worse" in recommendation["text"]

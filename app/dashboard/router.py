@@ -92,11 +92,12 @@ async def _logged_in(request: Request) -> bool:
 
 
 def _same_origin(request: Request) -> bool:
-    """A form POST from this site: no Origin header (old browsers) or one naming this host."""
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+    """A form POST from this site: its Origin names this host or, without an Origin (older
+    browsers), its Referer does (pages send it: Referrer-Policy same-origin). Neither: refused."""
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if source is None:
+        return False
+    return urlsplit(source).netloc.lower() == request.headers.get("host", "").lower()
 
 
 @router.get("/")

@@ -38,6 +38,8 @@ class MetricRollup(Base):
     ips_sum_squares: Mapped[float] = mapped_column(Float)
     inverse_propensity: Mapped[float] = mapped_column(Float)
     inverse_propensity_squares: Mapped[float] = mapped_column(Float)
+    minimum: Mapped[float] = mapped_column(Float)
+    maximum: Mapped[float] = mapped_column(Float)
 
 
 class TrafficRollup(Base):

@@ -37,6 +37,8 @@ class MetricCell:
     ips_sum_squares: float
     inverse_propensity: float
     inverse_propensity_squares: float
+    minimum: float
+    maximum: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,8 @@ def metric_cells(
             func.sum(v * v / (p * p)),
             func.sum(1.0 / p),
             func.sum(1.0 / (p * p)),
+            func.min(v),
+            func.max(v),
         )
         .where(v.is_not(None))
         .group_by(rows.c.period, rows.c.arm)

@@ -162,6 +162,7 @@ def _cells(
                 "n": c.n,
             }
             for c in traffic
+            if begin <= c.period < end
         ]
     # Closed by as_of = cut + window: exactly the decisions made before the cut.
     cells = queries.metric_cells(
@@ -187,8 +188,12 @@ def _cells(
             "ips_sum_squares": c.ips_sum_squares,
             "inverse_propensity": c.inverse_propensity,
             "inverse_propensity_squares": c.inverse_propensity_squares,
+            "minimum": c.minimum,
+            "maximum": c.maximum,
         }
         for c in cells
+        # Defensive: a cell outside the hours asked for would be counted twice or never.
+        if begin <= c.period < end
     ]
 
 
@@ -229,6 +234,8 @@ def metric_rollups(
                 r.ips_sum_squares,
                 r.inverse_propensity,
                 r.inverse_propensity_squares,
+                r.minimum,
+                r.maximum,
             ),
         )
         for r in rows

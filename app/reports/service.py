@@ -289,14 +289,16 @@ def _sample(n: int, total: float, squares: float) -> SampleStats:
 
 
 def _kind(metric: _Metric) -> MetricKind:
-    """Binary when every value counted was 0 or 1 (sum of squares == sum, per cell)."""
-    if (
-        metric.cells
-        and all(abs(c.sum_squares - c.total) <= 1e-9 * max(1, c.n) for c in metric.cells)
-        and all(0 <= c.total <= c.n for c in metric.cells)
-    ):
-        return "binary"
-    return "continuous"
+    """Binary when every value counted was 0 or 1: all values in [0, 1] and sum(y^2) == sum(y)
+    (y^2 <= y on [0, 1], with equality only at 0 and 1), whatever the cells' split."""
+    cells = [c for c in metric.cells if c.n]
+    if not cells:
+        return "continuous"
+    in_unit = all(c.minimum >= 0.0 and c.maximum <= 1.0 for c in cells)
+    squares = sum(c.sum_squares for c in cells)
+    total = sum(c.total for c in cells)
+    n = sum(c.n for c in cells)
+    return "binary" if in_unit and abs(squares - total) <= 1e-9 * max(1, n) else "continuous"
 
 
 # --- per metric ------------------------------------------------------------------------------
@@ -730,16 +732,24 @@ def _series(
 
 
 def _cut(series: dict[str, Any], n_periods: int) -> dict[str, Any]:
-    """Pad or trim every list to n_periods (periods with no decision at all at the end)."""
+    """Pad or trim every list to n_periods (the last periods may have no decision at all):
+    per-period counts pad with 0, cumulative counts with their last value, the rest with
+    null."""
 
-    def fit(values: list[Any]) -> list[Any]:
+    def fit(key: str, values: list[Any]) -> list[Any]:
         if len(values) >= n_periods:
             return values[:n_periods]
-        pad = values[-1] if values and isinstance(values[-1], int) else None
+        pad: Any = None
+        if key == "decisions":
+            pad = 0
+        elif key == "primary_n" and values:
+            pad = values[-1]
         return values + [pad] * (n_periods - len(values))
 
     return {
-        key: fit(value) if isinstance(value, list) else {a: fit(v) for a, v in value.items()}
+        key: fit(key, value)
+        if isinstance(value, list)
+        else {a: fit(key, v) for a, v in value.items()}
         for key, value in series.items()
     }
 
@@ -864,6 +874,8 @@ def recommend(report: Report, experiment: Experiment, *, now: datetime) -> Recom
             continue
         lift = c.always_valid
         bound = lift.ci_low if primary.higher_is_better else lift.ci_high
+        if plan.minimum_effect > 0 and control_mean == 0:
+            continue  # a relative minimum effect cannot be judged against a zero control mean
         needed = plan.minimum_effect * abs(control_mean)
         if bound is not None and abs(bound) >= needed:
             winners.append((abs(lift.estimate or 0.0), c.arm))
@@ -887,6 +899,17 @@ def recommend(report: Report, experiment: Experiment, *, now: datetime) -> Recom
             rule="every treatment's always-valid interval excludes 0 in the bad direction",
         )
     closed = report.closed_decisions
+    worse = [c.arm for c in primary.comparisons if c.significant and c.better is False]
+    if closed >= plan.planned_decisions and worse:
+        return Recommendation(
+            action="ship",
+            arm=report.experiment.control,
+            text=f"Keep {report.experiment.control}: {', '.join(worse)} "
+            f"{'is' if len(worse) == 1 else 'are'} worse on {primary.metric} and no treatment "
+            "is better.",
+            rule="planned_decisions reached; no treatment significantly better, some "
+            "significantly worse",
+        )
     if closed >= plan.planned_decisions:
         return Recommendation(
             action="no_difference",

@@ -48,6 +48,8 @@ def upgrade() -> None:
         sa.Column("ips_sum_squares", sa.Float(), nullable=False),
         sa.Column("inverse_propensity", sa.Float(), nullable=False),
         sa.Column("inverse_propensity_squares", sa.Float(), nullable=False),
+        sa.Column("minimum", sa.Float(), nullable=False),
+        sa.Column("maximum", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(
             ["experiment_id"],
             ["experiments.id"],
