@@ -87,8 +87,10 @@ def _epoch_sqlite(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
     # Whole seconds, exactly: SQLite's date functions round to the millisecond (so 10:59:59.9996
     # would count as 11:00), hence the fraction is cut off the stored text first (UTCDateTime
     # stores 'YYYY-MM-DD HH:MM:SS.ffffff'). Buckets are at least a minute wide.
+    # julianday of whole-second text is exact to the millisecond; + 0.5 rounds the float
+    # product to its integer (faster than strftime('%s'), which formats and parses text).
     column = compiler.process(element.clauses, **kw)
-    return f"CAST(strftime('%s', substr({column}, 1, 19)) AS INTEGER)"
+    return f"CAST((julianday(substr({column}, 1, 19)) - 2440587.5) * 86400.0 + 0.5 AS INTEGER)"
 
 
 # JSON documents: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.

@@ -461,47 +461,24 @@ def child(url: str, repeat: int, single: bool = False) -> dict[str, Any]:
     rss_before = _reset_peak_rss()
     if single:  # one run, no warm-up, traced (for sizes where one run takes minutes)
         tracemalloc.start()
-        t0 = time.perf_counter()
-        report()
-        runs = [time.perf_counter() - t0]
+        runs = [_timed(report)[0]]
         _, traced_peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         rss_after = _peak_rss()
-        t0 = time.perf_counter()
-        stats = learner()
-        learner_runs = [time.perf_counter() - t0]
-        rollup_s, rolled = _rolled(sessions, report, 1)
-        engine.dispose()
-        return {
-            "report_runs_s": runs,
-            "rollup_s": rollup_s,
-            "rolled_runs_s": rolled,
-            "learner_runs_s": learner_runs,
-            "rss_before_mb": rss_before,
-            "rss_after_mb": rss_after,
-            "tracemalloc_peak_mb": traced_peak / 2**20,
-            "closed_decisions": sum(s.count for s in stats),
-        }
-    report()
-    runs = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+        learner_s, stats = _timed(learner)
+        learner_runs = [learner_s]
+    else:
+        report()  # warm-up
+        runs = [_timed(report)[0] for _ in range(repeat)]
+        rss_after = _peak_rss()
+        gc.collect()
+        tracemalloc.start()
         report()
-        runs.append(time.perf_counter() - t0)
-    rss_after = _peak_rss()
-    gc.collect()
-    tracemalloc.start()
-    report()
-    _, traced_peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-
-    stats = learner()
-    learner_runs = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        learner()
-        learner_runs.append(time.perf_counter() - t0)
-    rollup_s, rolled = _rolled(sessions, report, repeat)
+        _, traced_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        stats = learner()  # warm-up
+        learner_runs = [_timed(learner)[0] for _ in range(repeat)]
+    rollup_s, rolled = _rolled(sessions, report, 1 if single else repeat)
     engine.dispose()
     return {
         "report_runs_s": runs,
@@ -515,6 +492,12 @@ def child(url: str, repeat: int, single: bool = False) -> dict[str, Any]:
     }
 
 
+def _timed(call: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    result = call()
+    return time.perf_counter() - t0, result
+
+
 def _rolled(sessions: Any, report: Any, repeat: int) -> tuple[float, list[float]]:
     """What the service does: the learner rolls final hours up (once, then an hour at a time),
     and the report reads the rollups plus the recent raw rows. Returns (rollup s, report runs)."""
@@ -525,12 +508,7 @@ def _rolled(sessions: Any, report: Any, repeat: int) -> tuple[float, list[float]
     roll_up_reports(sessions=sessions, now=utcnow())
     rollup_s = time.perf_counter() - t0
     report()  # warm-up
-    runs = []
-    for _ in range(max(repeat, 1)):
-        t0 = time.perf_counter()
-        report()
-        runs.append(time.perf_counter() - t0)
-    return rollup_s, runs
+    return rollup_s, [_timed(report)[0] for _ in range(max(repeat, 1))]
 
 
 def run_child(url: str, repeat: int) -> dict[str, Any]:

@@ -406,6 +406,33 @@ def _delays(feedback: Feedback | None, rng: np.random.Generator, n: int) -> Floa
     return exponential
 
 
+def sufficient_sums(
+    groups: IntArray, arms: IntArray, rewards: FloatArray, shape: tuple[int, ...]
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per (group, arm), shape (groups, arms): count, sum and sum of squares of the rewards."""
+    cell = groups * shape[1] + arms
+    size = shape[0] * shape[1]
+    count: FloatArray = np.bincount(cell, minlength=size).reshape(shape).astype(np.float64)
+    total = np.bincount(cell, weights=rewards, minlength=size).astype(np.float64)
+    squares = np.bincount(cell, weights=rewards * rewards, minlength=size).astype(np.float64)
+    return count, total.reshape(shape), squares.reshape(shape)
+
+
+def arm_stats_rows(
+    count: FloatArray, total: FloatArray, squares: FloatArray
+) -> list[list[ArmStats]]:
+    """One list of per-arm ArmStats per group, as policies take them."""
+    return [
+        [ArmStats(int(n), float(t), float(q)) for n, t, q in zip(*row, strict=True)]
+        for row in zip(count, total, squares, strict=True)
+    ]
+
+
+def standard_error(values: FloatArray) -> float:
+    """Standard error of the mean of `values` (NaN with fewer than 2)."""
+    return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else math.nan
+
+
 class _Learner:
     """The service learner's bookkeeping: which decisions are closed, and their statistics."""
 
@@ -466,22 +493,14 @@ class _Learner:
             closed = min(rounds_played, max(0, last + 1))
         if closed > self.learned:
             span = slice(self.learned, closed)
-            cell = self.state_of[span] * self.n_arms + self.arm[span]
-            y = self.reward[span]
-            size = self.count.size
-            self.count += np.bincount(cell, minlength=size).reshape(self.count.shape)
-            self.total += np.bincount(cell, weights=y, minlength=size).reshape(self.count.shape)
-            self.squares += np.bincount(cell, weights=y * y, minlength=size).reshape(
-                self.count.shape
+            count, total, squares = sufficient_sums(
+                self.state_of[span], self.arm[span], self.reward[span], self.count.shape
             )
+            self.count += count
+            self.total += total
+            self.squares += squares
             self.learned = closed
-        return [
-            [
-                ArmStats(int(n), float(t), float(q))
-                for n, t, q in zip(self.count[s], self.total[s], self.squares[s], strict=True)
-            ]
-            for s in range(self.count.shape[0])
-        ]
+        return arm_stats_rows(self.count, self.total, self.squares)
 
     def pooled(self) -> list[SampleStats]:
         n, t, q = self.count.sum(axis=0), self.total.sum(axis=0), self.squares.sum(axis=0)
@@ -619,7 +638,7 @@ class SimulationResult:
                 "policy": name,
                 "replicates": len(results),
                 "final_regret_mean": regret.mean(),
-                "final_regret_se": _se(regret),
+                "final_regret_se": standard_error(regret),
                 "mean_reward": reward.mean(),
                 # Share of all decisions served to the arm that is best on average at the end.
                 "best_arm_share": float(
@@ -636,10 +655,6 @@ class SimulationResult:
                 )
             rows.append(row)
         return pd.DataFrame(rows)
-
-
-def _se(values: FloatArray) -> float:
-    return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else math.nan
 
 
 def _run_task(scenario: Scenario, index: int, replicate: int, keep_log: bool) -> ReplicateResult:

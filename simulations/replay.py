@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from app.bandits import ArmStats, PolicyConfigError
+from app.bandits import PolicyConfigError
 from app.stats.ope import (
     DoublyRobust,
     InversePropensityScore,
@@ -45,6 +45,7 @@ from app.stats.ope import (
     SelfNormalizedIPS,
 )
 from app.stats.sufficient import StatsInputError
+from simulations.engine import arm_stats_rows, standard_error, sufficient_sums
 from simulations.environments import ScenarioError
 from simulations.scenario import PolicySpec
 
@@ -173,19 +174,11 @@ def always(log: Log, arm: int) -> Candidate:
 def candidate_from_policy(log: Log, spec: PolicySpec) -> Candidate:
     """The allocation the service's policy would serve after learning from this whole log."""
     policy = spec.build(log.n_arms)
-    cells = log.segment * log.n_arms + log.arm if spec.per_segment else log.arm
-    groups = log.n_segments if spec.per_segment else 1
-    size = groups * log.n_arms
-    count = np.bincount(cells, minlength=size).reshape(groups, log.n_arms)
-    total = np.bincount(cells, weights=log.reward, minlength=size).reshape(groups, log.n_arms)
-    squares = np.bincount(cells, weights=log.reward**2, minlength=size).reshape(groups, log.n_arms)
+    groups = log.segment if spec.per_segment else np.zeros(log.n, dtype=np.intp)
+    shape = (log.n_segments if spec.per_segment else 1, log.n_arms)
+    sums = sufficient_sums(groups, log.arm, log.reward, shape)
     try:
-        rows = [
-            policy.update(
-                [ArmStats(int(n), float(t), float(q)) for n, t, q in zip(*cell, strict=True)]
-            ).probabilities
-            for cell in zip(count, total, squares, strict=True)
-        ]
+        rows = [policy.update(stats).probabilities for stats in arm_stats_rows(*sums)]
     except PolicyConfigError as exc:
         raise ScenarioError(f"policy {spec.name}", f"cannot learn from this log: {exc}") from None
     allocation = np.array(rows)
@@ -254,8 +247,7 @@ def evaluate(log: Log, candidates: Sequence[Candidate], *, alpha: float = 0.05) 
 
 def logged_value(log: Log) -> Mapping[str, float]:
     """The logging policy's own value: the mean logged reward, with its standard error."""
-    se = float(log.reward.std(ddof=1) / math.sqrt(log.n)) if log.n > 1 else math.nan
-    return {"estimate": float(log.reward.mean()), "std_error": se}
+    return {"estimate": float(log.reward.mean()), "std_error": standard_error(log.reward)}
 
 
 def standard_candidates(log: Log, specs: Sequence[PolicySpec] = ()) -> list[Candidate]:

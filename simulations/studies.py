@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simulations.engine import ReplicateResult, SimulationResult
+from simulations.engine import ReplicateResult, SimulationResult, standard_error
 
 
 def _estimates(results: list[ReplicateResult]) -> tuple[np.ndarray, ...]:
@@ -45,8 +45,7 @@ def _bias(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     error = error[np.isfinite(error)]
     if error.size == 0:
         return math.nan, math.nan
-    se = float(error.std(ddof=1) / math.sqrt(error.size)) if error.size > 1 else math.nan
-    return float(error.mean()), se
+    return float(error.mean()), standard_error(error)
 
 
 def arm_estimate_table(result: SimulationResult) -> pd.DataFrame:

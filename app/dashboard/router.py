@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Request
@@ -91,6 +92,16 @@ async def _logged_in(request: Request) -> bool:
     return True
 
 
+def _cookie_options(request: Request) -> dict[str, Any]:
+    """The key cookie's attributes, the same when set and when cleared."""
+    return {
+        "path": "/",
+        "httponly": True,
+        "samesite": "strict",
+        "secure": request.url.scheme == "https",
+    }
+
+
 def _same_origin(request: Request) -> bool:
     """A form POST from this site: its Origin names this host or, without an Origin (older
     browsers), its Referer does (pages send it: Referrer-Policy same-origin). Neither: refused."""
@@ -149,14 +160,7 @@ async def login(request: Request) -> Response:
             "login", 403, error="This API key has no 'read' scope: use a read key.", hidden=""
         )
     response = _redirect(HOME_PATH)
-    response.set_cookie(
-        COOKIE_NAME,
-        key,
-        path="/",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    response.set_cookie(COOKIE_NAME, key, **_cookie_options(request))
     return response
 
 
@@ -165,13 +169,7 @@ async def logout(request: Request) -> Response:
     if not _same_origin(request):
         return _page("login", 403, error="Log out from this site's own pages.", hidden="")
     response = _redirect(LOGIN_PATH)
-    response.delete_cookie(
-        COOKIE_NAME,
-        path="/",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    response.delete_cookie(COOKIE_NAME, **_cookie_options(request))
     return response
 
 

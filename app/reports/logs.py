@@ -36,8 +36,9 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.decisions.models import Decision
 from app.experiments.models import Experiment
-from app.experiments.schemas import AnalysisPlan
 from app.learning.service import metric_value
+from app.reports.queries import analysed
+from app.reports.service import metric_specs
 
 CHUNK_ROWS = 50_000
 BASE_COLUMNS = (
@@ -58,12 +59,9 @@ def missing_value(experiment: Experiment, metric: str) -> float | None:
     """The value a decision without outcomes of `metric` counts as, as the report counts it:
     the default reward for the primary metric, 0 for a planned metric with missing = "zero",
     otherwise None (the decision is left out of that metric)."""
-    if metric == experiment.primary_metric:
-        return experiment.default_reward
-    plan = AnalysisPlan.model_validate(experiment.analysis)
-    for m in (*plan.guardrails, *plan.secondary):
-        if m.metric == metric:
-            return 0.0 if m.missing == "zero" else None
+    for _, name, _, missing in metric_specs(experiment):
+        if name == metric:
+            return missing
     return None
 
 
@@ -103,12 +101,7 @@ def decisions_frame(
             value.label("value"),
             *probabilities,
         )
-        .where(
-            Decision.experiment_id == experiment.id,
-            Decision.experimental.is_(True),
-            Decision.fallback.is_(False),
-            Decision.decided_at <= as_of,
-        )
+        .where(*analysed(experiment, decided_by=as_of))
         .order_by(Decision.decided_at, Decision.id)
         .execution_options(yield_per=CHUNK_ROWS)
     )

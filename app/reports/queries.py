@@ -49,6 +49,22 @@ class TrafficCell:
     n: int
 
 
+def analysed(
+    experiment: Experiment, *, decided_by: datetime, decided_from: datetime | None = None
+) -> list[ColumnElement[bool]]:
+    """The decisions a report analyses: the experiment's experimental, non-fallback decisions
+    made by `decided_by` (and at or after `decided_from`, when given)."""
+    window = [
+        Decision.experiment_id == experiment.id,
+        Decision.experimental.is_(True),
+        Decision.fallback.is_(False),
+        Decision.decided_at <= decided_by,
+    ]
+    if decided_from is not None:
+        window.append(Decision.decided_at >= decided_from)
+    return window
+
+
 def _period(start: datetime, width_s: float) -> ColumnElement[int]:
     offset = epoch_seconds(Decision.decided_at) - start.timestamp()
     return cast(func.floor(offset / width_s), Integer)
@@ -116,14 +132,7 @@ def metric_cells(
 ) -> list[MetricCell]:
     """Decisions closed by as_of (and made at or after `decided_from`, when given)."""
     closed_through = as_of - timedelta(seconds=experiment.reward_window_s)
-    window = [
-        Decision.experiment_id == experiment.id,
-        Decision.experimental.is_(True),
-        Decision.fallback.is_(False),
-        Decision.decided_at <= closed_through,
-    ]
-    if decided_from is not None:
-        window.append(Decision.decided_at >= decided_from)
+    window = analysed(experiment, decided_by=closed_through, decided_from=decided_from)
     period = _period(start, width_s).label("period")
     if session.get_bind().dialect.name == "postgresql":
         # One pass over the outcomes, hash-joined to the decisions (parallel on PostgreSQL).
@@ -186,14 +195,7 @@ def traffic_cells(
     decided_from: datetime | None = None,
 ) -> list[TrafficCell]:
     period = _period(start, width_s).label("period")
-    window = [
-        Decision.experiment_id == experiment.id,
-        Decision.experimental.is_(True),
-        Decision.fallback.is_(False),
-        Decision.decided_at <= as_of,
-    ]
-    if decided_from is not None:
-        window.append(Decision.decided_at >= decided_from)
+    window = analysed(experiment, decided_by=as_of, decided_from=decided_from)
     query = (
         select(period, Decision.arm, Decision.policy_version, func.count())
         .where(*window)

@@ -122,7 +122,7 @@ def build_report(*, session: Session, experiment: Experiment, as_of: datetime | 
     )
     allocation_of = {v.number: np.asarray(v.state["probabilities"], float) for v in versions}
     traffic = _traffic_cells(session, experiment, as_of, start, width, aligned)
-    metrics = _metrics(session, experiment, plan, as_of, start, width, aligned)
+    metrics = _metrics(session, experiment, as_of, start, width, aligned)
     primary = metrics[0]
     kind_of = {m.name: _kind(m) for m in metrics}
 
@@ -239,7 +239,6 @@ def _traffic_cells(
 def _metrics(
     session: Session,
     experiment: Experiment,
-    plan: AnalysisPlan,
     as_of: datetime,
     start: datetime,
     width: float,
@@ -655,6 +654,12 @@ def _cumulative(cells: Sequence[queries.MetricCell], k: int, n_periods: int) -> 
     return np.cumsum(grid, axis=0)
 
 
+def _cum_sample(cum: np.ndarray, period: int, arm: int) -> SampleStats:
+    """An arm's cumulative statistics at a period's end (from `_cumulative`)."""
+    n, total, squares = cum[period, arm]
+    return _sample(int(n), float(total), float(squares))
+
+
 def _n_periods(cells: Sequence[queries.MetricCell], traffic: Sequence[queries.TrafficCell]) -> int:
     periods = [c.period for c in cells] + [c.period for c in traffic]
     return max(periods, default=0) + 1
@@ -693,7 +698,7 @@ def _series(
         out["primary_n"][name] = [int(x) for x in cum[:, a, 0]]
         means, lows, highs = [], [], []
         for p in range(n_periods):
-            s = _sample(int(cum[p, a, 0]), float(cum[p, a, 1]), float(cum[p, a, 2]))
+            s = _cum_sample(cum, p, a)
             summary = _arm_summary(name, s, kind, plan, k)
             means.append(summary.mean)
             lows.append(summary.cs_low)
@@ -706,10 +711,8 @@ def _series(
         estimate, low, high = [], [], []
         previous: SequentialResult | None = None
         for p in range(n_periods):
-            ctl = _sample(
-                int(cum[p, control, 0]), float(cum[p, control, 1]), float(cum[p, control, 2])
-            )
-            trt = _sample(int(cum[p, a, 0]), float(cum[p, a, 1]), float(cum[p, a, 2]))
+            ctl = _cum_sample(cum, p, control)
+            trt = _cum_sample(cum, p, a)
             result = _cs(ctl, trt, kind, plan, previous)
             if result is not None:
                 previous = result
@@ -788,10 +791,8 @@ def _group_sequential(
             z = decision = when = None
             if reached and not stopped:
                 p = reached[0]
-                c = _sample(
-                    int(cum[p, control, 0]), float(cum[p, control, 1]), float(cum[p, control, 2])
-                )
-                t = _sample(int(cum[p, a, 0]), float(cum[p, a, 1]), float(cum[p, a, 2]))
+                c = _cum_sample(cum, p, control)
+                t = _cum_sample(cum, p, a)
                 when = start + timedelta(seconds=width * (p + 1))
                 try:
                     n_max = max(plan.planned_decisions, c.n + t.n)
