@@ -25,7 +25,6 @@ exploration reach 0.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,14 +36,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from app.bandits import PolicyConfigError
-from app.stats.ope import (
-    DoublyRobust,
-    InversePropensityScore,
-    LoggedFeedback,
-    PolicyValueEstimate,
-    SelfNormalizedIPS,
-)
-from app.stats.sufficient import StatsInputError
+from app.stats.ope import compare_policies
 from simulations.engine import arm_stats_rows, standard_error, sufficient_sums
 from simulations.environments import ScenarioError
 from simulations.scenario import PolicySpec
@@ -212,37 +204,14 @@ def evaluate(log: Log, candidates: Sequence[Candidate], *, alpha: float = 0.05) 
     An estimator that cannot give an answer (no overlap, no variation) reports its reason in
     `note` instead of a number.
     """
-    qhat = _cross_fitted_model(log)
-    logged_q = qhat[np.arange(log.n), log.arm]
-    rows: list[dict[str, Any]] = []
-    for candidate in candidates:
-        target = candidate.target_probability(log)
-        feedback = LoggedFeedback(
-            reward=log.reward,
-            propensity=log.propensity,
-            target_probability=target,
-            reward_model_logged=logged_q,
-            reward_model_target=(qhat * candidate.allocation[log.segment]).sum(axis=1),
-        )
-        for estimator in (InversePropensityScore(), SelfNormalizedIPS(), DoublyRobust()):
-            row: dict[str, Any] = {"candidate": candidate.name, "estimator": estimator.name}
-            try:
-                result: PolicyValueEstimate = estimator.estimate_interval(feedback, alpha=alpha)
-            except StatsInputError as exc:
-                row |= {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan}
-                row |= {"std_error": math.nan, "effective_sample_size": math.nan}
-                row["note"] = str(exc)
-            else:
-                row |= {
-                    "estimate": result.estimate,
-                    "std_error": result.std_error,
-                    "ci_low": result.ci_low,
-                    "ci_high": result.ci_high,
-                    "effective_sample_size": result.effective_sample_size,
-                    "note": "",
-                }
-            rows.append(row)
-    return pd.DataFrame(rows)
+    return compare_policies(
+        reward=log.reward,
+        propensity=log.propensity,
+        arm=log.arm,
+        reward_model=_cross_fitted_model(log),
+        targets={c.name: c.allocation[log.segment] for c in candidates},
+        alpha=alpha,
+    )
 
 
 def logged_value(log: Log) -> Mapping[str, float]:

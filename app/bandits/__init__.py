@@ -21,6 +21,7 @@ from app.bandits.base import (
     PolicyConfigError,
     PolicyState,
 )
+from app.bandits.contextual import ContextualLearner, ContextualPolicy
 from app.bandits.epsilon_greedy import EpsilonGreedyPolicy
 from app.bandits.fixed import FixedPolicy
 from app.bandits.hashing import bucket, coverage_bucket, decision_uniform, in_coverage, rng_for
@@ -34,6 +35,8 @@ __all__ = [
     "POLICY_KINDS",
     "ArmStats",
     "Choice",
+    "ContextualLearner",
+    "ContextualPolicy",
     "EpsilonGreedyPolicy",
     "FixedPolicy",
     "JSONValue",

@@ -11,13 +11,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from app.bandits.base import Policy, PolicyConfigError
+from app.bandits.contextual import ContextualPolicy
 from app.bandits.epsilon_greedy import EpsilonGreedyPolicy
 from app.bandits.fixed import FixedPolicy, checked_weights
 from app.bandits.thompson_policy import ThompsonPolicy
 from app.bandits.ucb1 import UCB1Policy
 from app.bandits.validation import arm_count
 
-POLICY_KINDS: tuple[str, ...] = ("fixed", "thompson", "epsilon_greedy", "ucb1")
+POLICY_KINDS: tuple[str, ...] = ("fixed", "thompson", "epsilon_greedy", "ucb1", "contextual")
 
 # Parameters each kind accepts in `params` (n_arms and weights come separately).
 PARAMETERS: Mapping[str, tuple[str, ...]] = {
@@ -25,6 +26,14 @@ PARAMETERS: Mapping[str, tuple[str, ...]] = {
     "thompson": ("reward", "min_probability", "prior_alpha", "prior_beta"),
     "epsilon_greedy": ("epsilon",),
     "ucb1": ("min_probability", "c"),
+    "contextual": (
+        "exploration",
+        "interactions",
+        "learning_rate",
+        "cb_type",
+        "min_probability",
+        "bits",
+    ),
 }
 
 _BANDITS: Mapping[str, Callable[..., Policy]] = {
@@ -40,6 +49,8 @@ def build_policy(
     *,
     n_arms: int,
     weights: Sequence[float] | None = None,
+    actions: Sequence[str] | None = None,
+    action_features: Sequence[Mapping[str, Any] | None] | None = None,
 ) -> Policy:
     """A validated policy of type `kind`.
 
@@ -48,6 +59,7 @@ def build_policy(
         params: the kind's parameters (see PARAMETERS); omitted ones take their defaults.
         n_arms: number of arms (>= 1).
         weights: `fixed` only: one weight per arm summing to 1; None means equal weights.
+        actions, action_features: `contextual` only: each arm's key and own features.
     Raises:
         PolicyConfigError: with `field` "type", "n_arms", "weights", "params" or the name of
         the offending parameter.
@@ -73,6 +85,12 @@ def build_policy(
             "weights",
             f"weights apply only to policy type 'fixed'; {kind!r} learns its own allocation",
         )
+    if kind == "contextual":
+        policy = ContextualPolicy(
+            n_arms=n_arms, actions=actions, action_features=action_features, **params
+        )
+        policy.check_vw()
+        return policy
     return _BANDITS[kind](n_arms=n_arms, **params)
 
 

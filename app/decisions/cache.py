@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.bandits import ContextualPolicy
 from app.bandits.base import Policy, PolicyState
 from app.experiments.models import Experiment
 from app.experiments.policy import build
@@ -56,6 +57,9 @@ def load(session: Session, key: str) -> ServedExperiment | None:
         return None
     version = learning_service.latest(session=session, experiment_id=experiment.id)
     keys = [v.key for v in experiment.variants]
+    policy = build(experiment)
+    if isinstance(policy, ContextualPolicy):  # serves the version's model (loaded here, once)
+        policy = policy.bind(version.model if version is not None else None)
     return ServedExperiment(
         id=experiment.id,
         key=experiment.key,
@@ -66,7 +70,7 @@ def load(session: Session, key: str) -> ServedExperiment | None:
         variants=tuple(ServedVariant(v.id, v.key, v.payload) for v in experiment.variants),
         control=next(i for i, v in enumerate(experiment.variants) if v.is_control),
         winner=keys.index(experiment.winner) if experiment.winner in keys else None,
-        policy=build(experiment),
+        policy=policy,
         state=PolicyState.from_json(version.state) if version is not None else None,
         version=version.number if version is not None else 0,
     )

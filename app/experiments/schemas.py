@@ -18,7 +18,7 @@ from app.schemas import (
     SafeText,
 )
 
-PolicyType = Literal["fixed", "thompson", "epsilon_greedy", "ucb1"]
+PolicyType = Literal["fixed", "thompson", "epsilon_greedy", "ucb1", "contextual"]
 Status = Literal["draft", "running", "paused", "concluded", "archived"]
 Aggregation = Literal["earliest", "sum"]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200), SafeText]

@@ -149,7 +149,7 @@ def _revise(
 def create(*, session: Session, data: ExperimentCreate, actor: str) -> Experiment:
     _check_variants(data.variants, "body")
     policy = _policy_doc(data.policy)
-    policy_for(policy=policy, weights=[v.weight for v in data.variants])
+    policy_for(policy=policy, variants=data.variants)
     _check_reward(policy, data.default_reward, data.reward_aggregation, "body")
     if session.scalar(select(Experiment.id).where(Experiment.key == data.key)) is not None:
         raise Conflict(f"an experiment with key {data.key!r} already exists", kind="duplicate-key")
@@ -248,12 +248,7 @@ def update(*, session: Session, key: str, data: ExperimentUpdate, actor: str) ->
     if variants is not None:
         _check_variants(variants, "body")
     policy = _merged_policy(experiment, data.policy)
-    weights = (
-        [v.weight for v in variants]
-        if variants is not None
-        else [v.weight for v in experiment.variants]
-    )
-    policy_for(policy=policy, weights=weights)
+    policy_for(policy=policy, variants=variants if variants is not None else experiment.variants)
     default_reward = (
         data.default_reward if data.default_reward is not None else experiment.default_reward
     )

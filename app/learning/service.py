@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from app.bandits import ArmStats, PolicyConfigError
+from app.bandits import ArmStats, ContextualPolicy, PolicyConfigError
 from app.bandits.base import PolicyState
 from app.db import utcnow
 from app.decisions.models import Decision
@@ -28,7 +28,7 @@ from app.outcomes.models import Outcome
 
 log = logging.getLogger("croupier.learner")
 
-LEARNING_POLICIES = frozenset({"thompson", "epsilon_greedy", "ucb1"})
+LEARNING_POLICIES = frozenset({"thompson", "epsilon_greedy", "ucb1", "contextual"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ def _stats_by_key(experiment: Experiment, stats: Sequence[ArmStats]) -> dict[str
     return {v.key: s.to_json() for v, s in zip(experiment.variants, stats, strict=True)}
 
 
-def _stats_from_version(experiment: Experiment, version: PolicyVersion | None) -> list[ArmStats]:
+def stats_from_version(experiment: Experiment, version: PolicyVersion | None) -> list[ArmStats]:
     stored = version.stats if version is not None else {}
     return [
         ArmStats.from_json(stored[v.key]) if v.key in stored else ArmStats()
@@ -68,6 +68,7 @@ def _publish(
     stats: Sequence[ArmStats],
     closed_through: datetime | None,
     learner: str,
+    model: bytes | None = None,
 ) -> PolicyVersion:
     number = experiment.policy_version + 1
     version = PolicyVersion(
@@ -75,6 +76,7 @@ def _publish(
         number=number,
         kind=experiment.policy["type"],
         state=state.to_json(),
+        model=model,
         stats=_stats_by_key(experiment, stats),
         closed_through=closed_through,
         decisions_counted=sum(s.count for s in stats),
@@ -104,8 +106,20 @@ def publish_initial(*, session: Session, experiment: Experiment, learner: str) -
 def republish(*, session: Session, experiment: Experiment, learner: str) -> PolicyVersion:
     """A new version from the same statistics under changed settings."""
     previous = latest(session=session, experiment_id=experiment.id)
-    stats = _stats_from_version(experiment, previous)
+    stats = stats_from_version(experiment, previous)
     policy = build(experiment)
+    if isinstance(policy, ContextualPolicy):
+        # The model carries on serving (with the new floor at once); the learner sees the
+        # settings' new fingerprint and retrains a model under them from the logs.
+        return _publish(
+            session=session,
+            experiment=experiment,
+            state=PolicyState.from_json(previous.state) if previous else policy.initial_state(),
+            stats=stats,
+            closed_through=previous.closed_through if previous else None,
+            learner=learner,
+            model=previous.model if previous else None,
+        )
     state = policy.update(stats) if any(s.count for s in stats) else policy.initial_state()
     return _publish(
         session=session,
@@ -189,6 +203,7 @@ class Proposal:
     stats: list[ArmStats]
     closed_through: datetime
     counted: int
+    model: bytes | None = None
 
 
 def compute(
@@ -198,6 +213,18 @@ def compute(
     Returns what to publish, or a PassResult when there is nothing to publish."""
     previous = latest(session=session, experiment_id=experiment.id)
     through = now - timedelta(seconds=experiment.reward_window_s + safety_lag_s)
+    policy = build(experiment)
+    if isinstance(policy, ContextualPolicy):
+        from app.learning import contextual  # it builds on this module's Proposal
+
+        return contextual.compute(
+            session=session,
+            experiment=experiment,
+            policy=policy,
+            previous=previous,
+            through=through,
+            rewards=_reward(experiment),
+        )
     after = previous.closed_through if previous is not None else None
     if after is not None and through <= after:
         return PassResult(experiment.key, None, 0)
@@ -205,9 +232,9 @@ def compute(
     counted = sum(s.count for s in delta)
     if counted == 0:
         return PassResult(experiment.key, None, 0)
-    stats = [a + b for a, b in zip(_stats_from_version(experiment, previous), delta, strict=True)]
+    stats = [a + b for a, b in zip(stats_from_version(experiment, previous), delta, strict=True)]
     try:
-        state = build(experiment).update(stats)
+        state = policy.update(stats)
     except (PolicyConfigError, ValueError) as exc:
         log.error("learner: experiment %s: %s", experiment.key, exc)
         return PassResult(experiment.key, None, counted, error=str(exc))
@@ -228,6 +255,7 @@ def publish_proposal(
         stats=proposal.stats,
         closed_through=proposal.closed_through,
         learner=learner,
+        model=proposal.model,
     )
     log.info(
         "learner: %s -> version %d (%d new decisions)",

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol
 
@@ -675,3 +676,67 @@ def _require_clip(clip: float) -> None:
 def _read_only(array: FloatArray) -> FloatArray:
     array.flags.writeable = False
     return array
+
+
+def compare_policies(
+    *,
+    reward: npt.ArrayLike,
+    propensity: npt.ArrayLike,
+    arm: npt.ArrayLike,
+    reward_model: npt.ArrayLike,
+    targets: Mapping[str, npt.ArrayLike],
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """IPS, SNIPS and DR estimates (with (1 - alpha) CIs) of several target policies on one log.
+
+    Args:
+        reward, propensity, arm: the logged rounds (arm 0-based).
+        reward_model: qhat[i, a], the reward model's estimate for every round and arm (it must
+            not have seen round i: cross-fitted or progressive, or DR's interval is optimistic).
+        targets: name -> pi[i, a], each target policy's probability of every arm in every round
+            (a length-K vector stands for the same allocation in every round).
+    Returns:
+        One row per (target, estimator): estimate, std_error, ci_low, ci_high,
+        effective_sample_size, and `note`, the reason when an estimator cannot answer (no
+        overlap, no variation), in which case the numbers are NaN.
+    """
+    rewards = _vector("reward", reward)
+    arms = _actions(arm, np.asarray(reward_model).shape[-1])
+    qhat = np.asarray(reward_model, dtype=np.float64)
+    if qhat.ndim != 2 or qhat.shape[0] != rewards.size:
+        raise StatsInputError(
+            f"reward_model must have one row per logged round ({rewards.size}), got {qhat.shape}"
+        )
+    rounds = np.arange(rewards.size)
+    logged_q = qhat[rounds, arms]
+    rows: list[dict[str, object]] = []
+    for name, target in targets.items():
+        pi = np.broadcast_to(np.asarray(target, dtype=np.float64), qhat.shape)
+        feedback = LoggedFeedback(
+            reward=rewards,
+            propensity=np.asarray(propensity, dtype=np.float64),
+            target_probability=pi[rounds, arms],
+            reward_model_logged=logged_q,
+            reward_model_target=(pi * qhat).sum(axis=1),
+        )
+        for estimator in (InversePropensityScore(), SelfNormalizedIPS(), DoublyRobust()):
+            row: dict[str, object] = {"candidate": name, "estimator": estimator.name}
+            try:
+                result = estimator.estimate_interval(feedback, alpha=alpha)
+            except StatsInputError as exc:
+                row |= dict.fromkeys(
+                    ("estimate", "std_error", "ci_low", "ci_high", "effective_sample_size"),
+                    math.nan,
+                )
+                row["note"] = str(exc)
+            else:
+                row |= {
+                    "estimate": result.estimate,
+                    "std_error": result.std_error,
+                    "ci_low": result.ci_low,
+                    "ci_high": result.ci_high,
+                    "effective_sample_size": result.effective_sample_size,
+                    "note": "",
+                }
+            rows.append(row)
+    return pd.DataFrame(rows)
