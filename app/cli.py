@@ -1,4 +1,4 @@
-"""`croupier serve|migrate|keys|learn|report|simulate|replay`: the command line."""
+"""`croupier serve|migrate|keys|learn|report|export|evaluate|simulate|replay`: the command line."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -177,30 +178,138 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("key", help="experiment key")
     report.add_argument("--format", choices=("md", "json", "html", "csv"), default="md")
     report.add_argument("--as-of", help="report the data stored by this ISO 8601 time")
+    export = sub.add_parser("export", help="an experiment's decision log (DSJson, CSV, Parquet)")
+    export.add_argument("key", help="experiment key")
+    export.add_argument("--format", choices=("dsjson", "csv", "parquet"), default="dsjson")
+    export.add_argument("--out", help="file to write (default: standard output)")
+    export.add_argument("--as-of", help="export the data stored by this ISO 8601 time")
+    evaluate = sub.add_parser(
+        "evaluate", help="counterfactual evaluation of contextual policies on an experiment's log"
+    )
+    evaluate.add_argument("key", help="experiment key")
+    evaluate.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help='contextual settings to try, e.g. greedy=\'{"exploration": {"algorithm": '
+        '"epsilon", "epsilon": 0.01}}\' (repeatable; merged over the current settings)',
+    )
+    evaluate.add_argument("--limit", type=int, default=100_000, help="most recent closed decisions")
+    evaluate.add_argument("--alpha", type=float, default=0.05)
+    evaluate.add_argument("--format", choices=("md", "json"), default="md")
+    evaluate.add_argument("--promote", metavar="NAME", help="then serve this candidate")
     from simulations.cli import add_parsers
 
     add_parsers(sub)
     return p
 
 
-def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from datetime import UTC, datetime
+def _as_of(text: str | None) -> datetime | None:
+    """--as-of as an aware UTC time; ValueError with the reason."""
+    if not text:
+        return None
+    try:
+        as_of = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--as-of: not an ISO 8601 time: {text!r}") from None
+    if as_of.tzinfo is None:
+        raise ValueError("--as-of: give a time zone (e.g. 2026-11-27T10:00:00Z)")
+    return as_of.astimezone(UTC)
 
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from app.experiments import service as experiments
+    from app.reports.export import write
+
+    try:
+        as_of = _as_of(args.as_of)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    engine, sessions = _sessions(settings)
+    try:
+        with sessions() as session:
+            experiment = experiments.get(session=session, key=args.key)
+            if args.out:
+                with open(args.out, "wb") as out:
+                    count = write(
+                        session=session,
+                        experiment=experiment,
+                        fmt=args.format,
+                        out=out,
+                        as_of=as_of,
+                    )
+            else:
+                count = write(
+                    session=session,
+                    experiment=experiment,
+                    fmt=args.format,
+                    out=sys.stdout.buffer,
+                    as_of=as_of,
+                )
+    finally:
+        engine.dispose()
+    print(f"exported {count} decisions ({args.format})", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from app.evaluation import service as evaluation
+
+    candidates: dict[str, dict[str, object]] = {}
+    for item in args.candidate:
+        name, sep, text = item.partition("=")
+        try:
+            value = json.loads(text) if sep else None
+        except json.JSONDecodeError as exc:
+            print(f"error: --candidate {name}: not JSON: {exc}", file=sys.stderr)
+            return 2
+        if not name or not isinstance(value, dict):
+            print("error: --candidate takes NAME=JSON-object", file=sys.stderr)
+            return 2
+        candidates[name] = value
+    engine, sessions = _sessions(settings)
+    try:
+        result = evaluation.evaluate(
+            sessions=sessions,
+            key=args.key,
+            candidates=candidates,
+            limit=args.limit,
+            alpha=args.alpha,
+            safety_lag_s=settings.learner_safety_lag_s,
+        )
+        if args.format == "json":
+            print(result.model_dump_json(indent=2))
+        else:
+            print(evaluation.to_markdown(result), end="")
+        if args.promote:
+            if args.promote not in candidates:
+                print(f"error: --promote {args.promote!r} is not a candidate", file=sys.stderr)
+                return 2
+            version = evaluation.promote(
+                sessions=sessions,
+                key=args.key,
+                settings=candidates[args.promote],
+                actor="cli",
+                safety_lag_s=settings.learner_safety_lag_s,
+            )
+            print(f"promoted {args.promote!r}: now serving policy version {version}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from app.experiments import service as experiments
     from app.reports import render
     from app.reports.service import build_report
 
-    as_of = None
-    if args.as_of:
-        try:
-            as_of = datetime.fromisoformat(args.as_of)
-        except ValueError:
-            print(f"error: --as-of: not an ISO 8601 time: {args.as_of!r}", file=sys.stderr)
-            return 2
-        if as_of.tzinfo is None:
-            print("error: --as-of: give a time zone (e.g. 2026-11-27T10:00:00Z)", file=sys.stderr)
-            return 2
-        as_of = as_of.astimezone(UTC)
+    try:
+        as_of = _as_of(args.as_of)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     engine, sessions = _sessions(settings)
     try:
         with sessions() as session:
@@ -237,6 +346,8 @@ COMMANDS = {
     "keys": cmd_keys,
     "learn": cmd_learn,
     "report": cmd_report,
+    "export": cmd_export,
+    "evaluate": cmd_evaluate,
     "simulate": cmd_simulate,
     "replay": cmd_replay,
 }

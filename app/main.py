@@ -22,6 +22,7 @@ from app.decisions.cache import PolicyCache
 from app.decisions.router import fast_route as decisions_fast_route
 from app.decisions.router import router as decisions_router
 from app.decisions.writer import DecisionWriter
+from app.evaluation.router import router as evaluation_router
 from app.experiments.router import router as experiments_router
 from app.keys.router import router as keys_router
 from app.learning.runner import learner_loop
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         outcomes_router,
         keys_router,
         reports_router,
+        evaluation_router,
         dashboard_router,
     ):
         app.include_router(router)

@@ -305,7 +305,8 @@ class ContextualPolicy:
 
     # --- the Policy role -----------------------------------------------------------------
     def initial_state(self) -> PolicyState:
-        return PolicyState((1.0 / self.n_arms,) * self.n_arms, {"model": None})
+        model = {"fingerprint": self.fingerprint(), "examples": 0}
+        return PolicyState((1.0 / self.n_arms,) * self.n_arms, {"model": model})
 
     def update(self, stats: Sequence[ArmStats]) -> PolicyState:
         raise PolicyConfigError(

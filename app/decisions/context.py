@@ -1,6 +1,6 @@
 """Decision contexts: flat `{feature: value}` or namespaced `{namespace: {feature: value}}`.
 
-Values are strings (at most 256 characters), finite numbers or booleans. Names are
+Values are strings (at most 256 characters), finite numbers (|x| <= 1e38) or booleans. Names are
 `[A-Za-z0-9_.-]{1,64}`, so no name can break a downstream format (VW, CSV) or inject a
 namespace. Each broken rule is a 422 naming the exact feature.
 """
@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from app.bandits.vw_format import MAX_MAGNITUDE
 from app.errors import Invalid
 from app.schemas import INT64, unsafe_text_problem
 
@@ -29,6 +30,13 @@ def _check_value(value: Any, where: str) -> None:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise Invalid(where, "finite_number", f"feature values must be finite, got {value}")
+        if abs(value) > MAX_MAGNITUDE:
+            raise Invalid(
+                where,
+                "number_range",
+                f"numeric features are at most {MAX_MAGNITUDE:g} in magnitude (contextual "
+                f"models store 32-bit floats), got {value!r}",
+            )
         return
     if isinstance(value, str):
         if problem := unsafe_text_problem(value):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from app.db import transaction
-from app.errors import Invalid
+from app.errors import Invalid, NotFound
 from app.experiments import service
 from app.experiments.models import Experiment
 from app.experiments.schemas import (
@@ -21,11 +21,13 @@ from app.experiments.schemas import (
     Status,
 )
 from app.learning import service as learning_service
+from app.learning.models import PolicyVersion
 from app.runtime import Runtime, RuntimeDep
 from app.schemas import ExperimentKey, Page
 from app.security import Admin, Read
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
+VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1, description="Policy version number")]
 CURSOR = re.compile(r"[0-9]{1,9}")  # an experiment id; ASCII digits only
 
 
@@ -44,7 +46,7 @@ def to_out(experiment: Experiment, allocation: dict[str, float] | None = None) -
     )
 
 
-def _with_allocation(runtime: Runtime, experiment: Experiment) -> ExperimentOut:
+def with_allocation(runtime: Runtime, experiment: Experiment) -> ExperimentOut:
     """The allocation being served: the policy's while running; all to the control while
     paused, all to the winner (or control) once concluded; none before the start."""
     keys = [v.key for v in experiment.variants]
@@ -94,7 +96,7 @@ def list_experiments(
 def get(key: ExperimentKey, _: Read, runtime: RuntimeDep) -> ExperimentOut:
     with runtime.sessions() as session:
         experiment = service.get(session=session, key=key)
-    return _with_allocation(runtime, experiment)
+    return with_allocation(runtime, experiment)
 
 
 @router.patch("/{key}", response_model=ExperimentOut, summary="Change an experiment")
@@ -106,7 +108,7 @@ def update(
     with transaction(runtime.sessions) as session:
         experiment = service.update(session=session, key=key, data=body, actor=principal.actor)
     runtime.policies.invalidate(key)
-    return _with_allocation(runtime, experiment)
+    return with_allocation(runtime, experiment)
 
 
 def _transition(
@@ -117,7 +119,7 @@ def _transition(
             session=session, key=key, action=action, actor=actor, winner=winner
         )
     runtime.policies.invalidate(key)
-    return _with_allocation(runtime, experiment)
+    return with_allocation(runtime, experiment)
 
 
 @router.post("/{key}/start", response_model=ExperimentOut, summary="Start serving")
@@ -160,26 +162,86 @@ def revisions(key: ExperimentKey, _: Read, runtime: RuntimeDep) -> list[Revision
     return [RevisionOut.model_validate(r) for r in rows]
 
 
+def _version_out(row: PolicyVersion, keys: list[str]) -> PolicyVersionOut:
+    return PolicyVersionOut(
+        number=row.number,
+        kind=row.kind,
+        allocation=dict(zip(keys, row.state["probabilities"], strict=True)),
+        details=row.state.get("details", {}),
+        stats=row.stats,
+        closed_through=row.closed_through,
+        decisions_counted=row.decisions_counted,
+        learner=row.learner,
+        created_at=row.created_at,
+        model_bytes=len(row.model) if row.model is not None else None,
+    )
+
+
 @router.get(
     "/{key}/policy-versions", response_model=list[PolicyVersionOut], summary="Policy versions"
 )
 def policy_versions(key: ExperimentKey, _: Read, runtime: RuntimeDep) -> list[PolicyVersionOut]:
-    """Every allocation the learner published, with the statistics it came from."""
+    """Every allocation (and, for contextual policies, model) the learner published, with the
+    statistics it came from."""
     with runtime.sessions() as session:
         experiment = service.get(session=session, key=key)
         rows = learning_service.versions(session=session, experiment=experiment)
         keys = [v.key for v in experiment.variants]
-    return [
-        PolicyVersionOut(
-            number=r.number,
-            kind=r.kind,
-            allocation=dict(zip(keys, r.state["probabilities"], strict=True)),
-            details=r.state.get("details", {}),
-            stats=r.stats,
-            closed_through=r.closed_through,
-            decisions_counted=r.decisions_counted,
-            learner=r.learner,
-            created_at=r.created_at,
+        return [_version_out(r, keys) for r in rows]
+
+
+@router.get(
+    "/{key}/policy-versions/{number}",
+    response_model=PolicyVersionOut,
+    summary="One policy version",
+)
+def policy_version(
+    key: ExperimentKey, number: VersionNumber, _: Read, runtime: RuntimeDep
+) -> PolicyVersionOut:
+    """A version's allocation, training statistics (contextual: examples, progressive loss,
+    IPS value, VW arguments) and the settings it was trained under."""
+    with runtime.sessions() as session:
+        experiment = service.get(session=session, key=key)
+        row = learning_service.version(session=session, experiment=experiment, number=number)
+        return _version_out(row, [v.key for v in experiment.variants])
+
+
+@router.get(
+    "/{key}/policy-versions/{number}/model",
+    summary="A version's Vowpal Wabbit model",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def policy_model(
+    key: ExperimentKey, number: VersionNumber, _: Read, runtime: RuntimeDep
+) -> Response:
+    """The saved model bytes (`vw -i model.vw`), for contextual versions that have one."""
+    with runtime.sessions() as session:
+        experiment = service.get(session=session, key=key)
+        row = learning_service.version(session=session, experiment=experiment, number=number)
+        if row.model is None:
+            raise NotFound(f"policy version {number} of {key!r} has no model")
+        return Response(
+            row.model,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{key}-v{number}.vw"'},
         )
-        for r in rows
-    ]
+
+
+@router.post(
+    "/{key}/policy-versions/{number}/rollback",
+    response_model=PolicyVersionOut,
+    status_code=201,
+    summary="Serve an earlier model again",
+)
+def rollback(
+    key: ExperimentKey, number: VersionNumber, principal: Admin, runtime: RuntimeDep
+) -> PolicyVersionOut:
+    """Contextual experiments: publish a new version serving version `number`'s model (and
+    restore the settings it was trained under). The learner resumes from it with decisions
+    closed from now on; what was learned since `number` is dropped. A revision records it."""
+    with transaction(runtime.sessions) as session:
+        row = service.rollback_model(session=session, key=key, number=number, actor=principal.actor)
+        out = _version_out(row, [v.key for v in service.get(session=session, key=key).variants])
+    runtime.policies.invalidate(key)
+    return out

@@ -194,3 +194,6 @@ class PolicyVersionOut(ResponseModel):
     decisions_counted: int
     learner: str
     created_at: datetime
+    model_bytes: int | None = Field(
+        None, description="Size of the saved Vowpal Wabbit model (contextual policies)."
+    )

@@ -24,6 +24,7 @@ from app.experiments.schemas import (
     VariantIn,
 )
 from app.learning import service as learning_service
+from app.learning.models import PolicyVersion
 
 # What may change while units are being exposed: none of it changes what a logged decision or
 # outcome means. Variants, weights, salt, reward definition and policy type would.
@@ -372,3 +373,19 @@ def revisions(*, session: Session, key: str) -> list[ExperimentRevision]:
             .order_by(ExperimentRevision.number)
         )
     )
+
+
+def rollback_model(*, session: Session, key: str, number: int, actor: str) -> PolicyVersion:
+    """Serve policy version `number`'s model again (contextual experiments); a revision."""
+    experiment = get(session=session, key=key, for_update=True)
+    version, changes = learning_service.rollback(
+        session=session, experiment=experiment, number=number, learner=actor
+    )
+    _revise(
+        session=session,
+        experiment=experiment,
+        action="rolled_back",
+        changes={"policy_version": {"to": version.number, "restores": number}, **changes},
+        actor=actor,
+    )
+    return version

@@ -101,9 +101,10 @@ def compute(
 ) -> service.Proposal | service.PassResult:
     fingerprint = policy.fingerprint()
     trained = (previous.state.get("details") or {}).get("model") if previous else None
+    # Resume the previous version (its model, or a fresh one when it has none) if it was
+    # trained under the current settings; otherwise retrain on every closed decision.
     resume = (
         previous is not None
-        and previous.model is not None
         and isinstance(trained, dict)
         and trained.get("fingerprint") == fingerprint
     )

@@ -125,7 +125,7 @@ def run_pass(
     results = []
     for key in due:
         try:
-            results.append(_learn_one(sessions, key, now, safety_lag_s, learner))
+            results.append(learn_one(sessions, key, now, safety_lag_s, learner))
         except Exception as exc:  # one broken experiment must not stop the others learning
             log.exception("learner: experiment %s failed", key)
             results.append(learning_service.PassResult(key, None, 0, error=str(exc)))
@@ -155,7 +155,7 @@ def roll_up_reports(*, sessions: sessionmaker[Session], now: datetime) -> None:
             log.exception("learner: report rollup of %s failed", key)
 
 
-def _learn_one(
+def learn_one(
     sessions: sessionmaker[Session], key: str, now: datetime, safety_lag_s: float, learner: str
 ) -> learning_service.PassResult:
     # Aggregate in a read-only session: on SQLite a write transaction would hold the one

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from app.bandits import ArmStats, ContextualPolicy, PolicyConfigError
 from app.bandits.base import PolicyState
 from app.db import utcnow
 from app.decisions.models import Decision
+from app.errors import Conflict, NotFound
 from app.experiments.models import Experiment
 from app.experiments.policy import build
 from app.learning.models import PolicyVersion
@@ -92,11 +94,13 @@ def _publish(
 
 def publish_initial(*, session: Session, experiment: Experiment, learner: str) -> PolicyVersion:
     """Version 1: what is served before anything is learned (uniform, or the A/B weights)."""
-    policy = build(experiment)
+    state = build(experiment).initial_state()
+    if experiment.policy["type"] == "contextual":  # the settings a rollback here restores
+        state = PolicyState(state.probabilities, {**state.details, "policy": experiment.policy})
     return _publish(
         session=session,
         experiment=experiment,
-        state=policy.initial_state(),
+        state=state,
         stats=[ArmStats()] * len(experiment.variants),
         closed_through=None,
         learner=learner,
@@ -294,3 +298,61 @@ def versions(*, session: Session, experiment: Experiment) -> list[PolicyVersion]
             .order_by(PolicyVersion.number)
         )
     )
+
+
+def version(*, session: Session, experiment: Experiment, number: int) -> PolicyVersion:
+    found = session.scalar(
+        select(PolicyVersion).where(
+            PolicyVersion.experiment_id == experiment.id, PolicyVersion.number == number
+        )
+    )
+    if found is None:
+        raise NotFound(f"experiment {experiment.key!r} has no policy version {number}")
+    return found
+
+
+def rollback(
+    *, session: Session, experiment: Experiment, number: int, learner: str
+) -> tuple[PolicyVersion, dict[str, Any]]:
+    """Serve version `number`'s model again, as a new version (history stays append-only).
+
+    Contextual policies only: their model is the learned state, so the learner resumes from
+    the restored model (and the settings it was trained under, restored too) with decisions
+    closed from now on; what was learned since `number` is dropped. Other bandits recompute
+    their allocation from all statistics at every pass, so a rollback would not last.
+    Returns the new version and the settings change ({} when none).
+    """
+    if experiment.policy["type"] != "contextual":
+        raise Conflict(
+            f"policy {experiment.policy['type']!r} recomputes its allocation from every "
+            "statistic at each learner pass, so a rollback would not last; only contextual "
+            "models can be rolled back",
+            kind="not-rollbackable",
+        )
+    if experiment.status not in ("running", "paused"):
+        raise Conflict(
+            f"experiment {experiment.key!r} is {experiment.status}; only a running or paused "
+            "experiment's model can be rolled back",
+            kind="invalid-transition",
+        )
+    target = version(session=session, experiment=experiment, number=number)
+    current = latest(session=session, experiment_id=experiment.id)
+    assert current is not None, "a started experiment has a version"
+    if target.number == current.number:
+        raise Conflict(f"version {number} is already the one served", kind="already-served")
+    settings = (target.state.get("details") or {}).get("policy")
+    changes: dict[str, Any] = {}
+    if isinstance(settings, dict) and settings != experiment.policy:
+        changes = {"policy": {"from": experiment.policy, "to": settings}}
+        experiment.policy = settings
+    details = {**(target.state.get("details") or {}), "rolled_back_to": target.number}
+    restored = _publish(
+        session=session,
+        experiment=experiment,
+        state=PolicyState(tuple(target.state["probabilities"]), details),
+        stats=stats_from_version(experiment, current),
+        closed_through=current.closed_through,
+        learner=learner,
+        model=target.model,
+    )
+    return restored, changes

@@ -75,10 +75,12 @@ def decisions_frame(
     experiment: Experiment,
     metric: str | None = None,
     as_of: datetime | None = None,
+    with_context: bool = False,
 ) -> pd.DataFrame:
     """One row per experimental, non-fallback decision of `experiment` decided by `as_of`
     (default: now), with `metric`'s value (default: the primary metric). See the module
-    docstring for the columns."""
+    docstring for the columns; `with_context` adds `context`, the decision's context (a dict,
+    or None)."""
     as_of = utcnow() if as_of is None else as_of
     name = experiment.primary_metric if metric is None else metric
     keys = [v.key for v in experiment.variants]
@@ -100,6 +102,7 @@ def decisions_frame(
             Decision.policy_version,
             value.label("value"),
             *probabilities,
+            *([Decision.context.label("context")] if with_context else []),
         )
         .where(*analysed(experiment, decided_by=as_of))
         .order_by(Decision.decided_at, Decision.id)
@@ -131,4 +134,6 @@ def decisions_frame(
     )
     for column in p_columns:
         frame[column] = pd.to_numeric(raw[column], errors="coerce").astype("float64")
+    if with_context:
+        frame["context"] = raw["context"].astype(object)
     return frame

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -11,6 +12,7 @@ from pydantic import AwareDatetime
 
 from app.experiments import service as experiments
 from app.reports import render
+from app.reports.export import MEDIA_TYPES, Format, write
 from app.reports.schemas import Report
 from app.reports.service import build_report
 from app.runtime import RuntimeDep
@@ -58,3 +60,40 @@ def _utc(value: datetime | None) -> datetime | None:
     from datetime import UTC
 
     return None if value is None else value.astimezone(UTC)
+
+
+@router.get(
+    "/{key}/export",
+    summary="Decision log export",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                "application/x-ndjson": {},
+                "text/csv": {},
+                "application/vnd.apache.parquet": {},
+            }
+        }
+    },
+)
+def export(
+    key: ExperimentKey,
+    _: Read,
+    runtime: RuntimeDep,
+    format: Annotated[
+        Format, Query(description="dsjson (closed decisions), csv or parquet")
+    ] = "dsjson",
+    as_of: Annotated[AwareDatetime | None, Query(description="Data stored by this time.")] = None,
+) -> Response:
+    """The experiment's decisions: DSJson for `vw --cb_explore_adf --dsjson` (closed decisions,
+    cost = -reward), or CSV / Parquet with context, propensities and rewards for analysts."""
+    buffer = io.BytesIO()
+    with runtime.sessions() as session:
+        experiment = experiments.get(session=session, key=key)
+        write(session=session, experiment=experiment, fmt=format, out=buffer, as_of=as_of)
+    extension = {"dsjson": "json", "csv": "csv", "parquet": "parquet"}[format]
+    return Response(
+        buffer.getvalue(),
+        media_type=MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{key}.{extension}"'},
+    )
