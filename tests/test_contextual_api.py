@@ -140,14 +140,16 @@ def test_versions_carry_training_statistics_and_a_rolled_back_model_serves_again
     assert listed[0]["model_bytes"] is None  # version 1 explores uniformly
     second = client.get("/v1/experiments/ctx/policy-versions/2", headers=ADMIN).json()
     model = second["details"]["model"]
-    assert model["new_examples"] == 400 and model["examples"] == 400
+    assert model["new_examples"] == 400
+    assert model["examples"] == 400
     assert model["resumed_from"] == 1
     assert (
         model["ips_value"]["ci_low"]
         <= model["ips_value"]["estimate"]
         <= model["ips_value"]["ci_high"]
     )
-    assert "--cb_explore_adf" in model["vw_args"] and "--squarecb" in model["vw_args"]
+    assert "--cb_explore_adf" in model["vw_args"]
+    assert "--squarecb" in model["vw_args"]
     latest = listed[-1]
     assert latest["details"]["model"]["examples"] == 2000
 
@@ -266,7 +268,8 @@ def test_counterfactual_evaluation_and_promotion(
         json={"candidates": {"x": {"exploration": {"algorithm": "wild"}}}},
         headers=ADMIN,
     )
-    assert bad.status_code == 422 and "exploration.algorithm" in bad.text
+    assert bad.status_code == 422
+    assert "exploration.algorithm" in bad.text
 
     before = versions(client)[-1]["number"]
     promoted = client.post(
@@ -279,7 +282,8 @@ def test_counterfactual_evaluation_and_promotion(
     after = versions(client)
     assert after[-1]["number"] == before + 2  # settings revision, then the retrained model
     retrained = after[-1]["details"]["model"]
-    assert retrained["resumed_from"] is None and retrained["examples"] == 2000
+    assert retrained["resumed_from"] is None
+    assert retrained["examples"] == 2000
     assert "--epsilon 0.02" in retrained["vw_args"]
     not_contextual = client.post(
         "/v1/experiments/ts/promotions", json={"settings": {}}, headers=ADMIN
