@@ -147,7 +147,7 @@ def dsjson_event(
     context: dict[str, Any] = {space: dict(items) for space, items in shared.items()}
     context["_multi"] = [{space: dict(items) for space, items in a.items()} for a in actions]
     return {
-        "_label_cost": -reward,
+        "_label_cost": 0.0 - reward,  # never -0.0
         "_label_probability": probabilities[arm],
         "_label_Action": arm + 1,
         "_labelIndex": arm,
