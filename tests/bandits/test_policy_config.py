@@ -75,7 +75,8 @@ BAD_CONFIGS: list[tuple[Any, Any, Any, Sequence[Any] | None, str, str]] = [
         3,
         None,
         "type",
-        "type must be one of 'fixed', 'thompson', 'epsilon_greedy', 'ucb1', 'contextual', got 'bogus'",
+        "type must be one of 'fixed', 'thompson', 'epsilon_greedy', 'ucb1', 'contextual', "
+        "got 'bogus'",
     ),
     (
         "thompson",
