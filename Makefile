@@ -41,6 +41,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.simulation
 	$(BIN)/python -m benchmarks.report --sizes 100000,1000000
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.contextual
 
 clean:
 	rm -rf $(VENV) croupier.db croupier.db-* .pytest_cache .mypy_cache .ruff_cache

@@ -98,12 +98,22 @@ def serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[byte
     raise RuntimeError(f"server {target} did not start")
 
 
-def load(wrk: str, url: str, *, duration: int, connections: int, name: str) -> Result:
-    endpoint = f"{url}/v1/experiments/bench/decisions"
-    script = str(Path(__file__).with_name("decide.lua"))
+def load(
+    wrk: str,
+    url: str,
+    *,
+    duration: int,
+    connections: int,
+    name: str,
+    key: str = "bench",
+    script: Path | None = None,
+) -> Result:
+    """Load experiment `key`'s decide endpoint with `script` (default: decide.lua)."""
+    endpoint = f"{url}/v1/experiments/{key}/decisions"
+    script_path = str(script or Path(__file__).with_name("decide.lua"))
     # Warm up: connection pools, the policy cache, the database's pages.
-    warmup = _wrk(wrk, endpoint, script, seconds=2, connections=connections)
-    values = _wrk(wrk, endpoint, script, seconds=duration, connections=connections)
+    warmup = _wrk(wrk, endpoint, script_path, seconds=2, connections=connections)
+    values = _wrk(wrk, endpoint, script_path, seconds=duration, connections=connections)
     requests = values["REQUESTS"]
     return Result(
         name=name,

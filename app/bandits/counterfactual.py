@@ -59,15 +59,16 @@ class ContextualLog:
 def progressive_probabilities(policy: ContextualPolicy, log: ContextualLog) -> FloatArray:
     """pi[i, a]: the floored pmf a fresh `policy` gives decision i before learning from it."""
     learner = policy.bind(None).learner()
-    result = np.empty((log.n, policy.n_arms))
     try:
-        for i, (context, arm, propensity, reward) in enumerate(
-            zip(log.contexts, log.arms, log.propensities, log.rewards, strict=True)
-        ):
-            result[i] = learner.learn(context, arm, reward, propensity)
+        raw = [
+            learner.learn_raw(context, arm, reward, propensity)
+            for context, arm, propensity, reward in zip(
+                log.contexts, log.arms, log.propensities, log.rewards, strict=True
+            )
+        ]
     finally:
         learner.close()
-    return result
+    return policy.floored_rows(raw)
 
 
 def reward_model(reference: ContextualPolicy, log: ContextualLog) -> FloatArray:

@@ -18,12 +18,19 @@ different inputs never share a feature. The same names appear in the text lines 
 learns from and in the DSJson events it exports, so `vw --dsjson` hashes them identically.
 
 Numbers must fit in VW's 32-bit floats (|x| <= 1e38); a larger or non-finite one raises
-ValueError rather than silently becoming infinity inside the model.
+ValueError rather than silently becoming infinity inside the model. Text keeps 9 significant
+digits of a number (every 32-bit float survives) and |x| < 1e-28 counts as 0; features of value
+0 are left out, as VW leaves them out (see MIN_MAGNITUDE for why text needs this). The empty
+name is `%`.
+A feature given twice in one namespace (flat `x` and `{"context": {"x": ...}}`) and an action
+feature named `id` (which would fake another variant's identity) raise ValueError.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -32,38 +39,69 @@ CONTEXT_NAMESPACE = "context"
 ACTION_NAMESPACE = "action"
 MAX_MAGNITUDE = 1e38
 """Largest |number| accepted: VW stores feature values as 32-bit floats (max ~3.4e38)."""
+MIN_MAGNITUDE = 1e-28
+"""Smaller |numbers| count as 0 (the feature is left out, as VW leaves out zeros). VW's text
+parser computes mantissa * 10**(exponent - decimals) with an 8-bit power of ten, which goes
+wrong below about 1e-37 (0, or even a huge or infinite weight below 1e-100)."""
+DIGITS = 9
+"""Significant digits kept of a number: enough to give back every 32-bit float, and few enough
+that the text parser's power of ten stays in range down to MIN_MAGNITUDE."""
+RESERVED_ACTION_FEATURE = "id"
+"""`id=<variant key>` identifies each action; an action feature of that name could fake it."""
+
+_PLAIN = re.compile(r"[A-Za-z0-9.~-][A-Za-z0-9_.~-]*")
+"""Text that percent-encoding leaves as it is (and that does not start with `_`)."""
 
 Namespaces = dict[str, dict[str, float]]
 """namespace -> {encoded feature name -> weight}, every name already encoded."""
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def encode(text: str) -> str:
-    """Percent-encode `text` so that it is a safe VW name (see the module docstring)."""
-    encoded = quote(text, safe="")
+    """Percent-encode `text` so that it is a safe VW name (see the module docstring).
+
+    The empty name becomes `%`, which no non-empty name encodes to (percent-encoding always
+    puts two hex digits after a `%`): VW would otherwise read an empty feature name as an
+    anonymous feature and an empty namespace as the default one."""
+    if _PLAIN.fullmatch(text):  # the common case (names the service admits): unchanged
+        return text
+    if not text:
+        return "%"
+    encoded = quote(text, safe="", errors="surrogatepass")  # lone surrogates too (JSON allows)
     return "%5F" + encoded[1:] if encoded.startswith("_") else encoded
 
 
 def feature(name: str, value: Any, *, where: str = "") -> tuple[str, float]:
-    """The (encoded feature name, weight) of one context value."""
-    label = where or name
+    """The (encoded feature name, weight) of one context value (weight 0: left out)."""
+    kind = type(value)
+    if kind is str:  # the common cases first, by exact type: this runs per feature per decision
+        return f"{encode(name)}={encode(value)}", 1.0
+    if kind is float or kind is int:
+        return encode(name), _weight(value, where or name)
     if isinstance(value, bool):
         return f"{encode(name)}={'true' if value else 'false'}", 1.0
     if isinstance(value, int | float):
-        try:
-            weight = float(value)
-        except OverflowError:
-            weight = math.inf
-        if not (math.isfinite(weight) and abs(weight) <= MAX_MAGNITUDE):
-            raise ValueError(
-                f"{label}: numeric features must be finite with |x| <= {MAX_MAGNITUDE:g} "
-                f"(VW stores 32-bit floats), got {value!r}"
-            )
-        return encode(name), weight
+        return encode(name), _weight(value, where or name)
     if isinstance(value, str):
         return f"{encode(name)}={encode(value)}", 1.0
     raise ValueError(
-        f"{label}: feature values are strings, numbers or booleans, got {type(value).__name__}"
+        f"{where or name}: feature values are strings, numbers or booleans, "
+        f"got {type(value).__name__}"
     )
+
+
+def _weight(value: float, label: str) -> float:
+    try:
+        weight = float(value)
+    except OverflowError:
+        weight = math.inf
+    magnitude = abs(weight)
+    if not magnitude <= MAX_MAGNITUDE:  # also NaN
+        raise ValueError(
+            f"{label}: numeric features must be finite with |x| <= {MAX_MAGNITUDE:g} "
+            f"(VW stores 32-bit floats), got {value!r}"
+        )
+    return weight if magnitude >= MIN_MAGNITUDE else 0.0
 
 
 def namespaces(features: Mapping[str, Any] | None, default: str) -> Namespaces:
@@ -72,17 +110,30 @@ def namespaces(features: Mapping[str, Any] | None, default: str) -> Namespaces:
     if not features:
         return result
     for name, value in features.items():
-        if isinstance(value, Mapping):
-            target = result.setdefault(encode(name), {})
+        if type(value) is dict or isinstance(value, Mapping):
+            space = encode(name)
             for inner, leaf in value.items():
-                if isinstance(leaf, Mapping):
+                if type(leaf) is dict or isinstance(leaf, Mapping):
                     raise ValueError(f"{name}.{inner}: contexts nest one level deep")
                 key, weight = feature(inner, leaf, where=f"{name}.{inner}")
-                target[key] = weight
+                _add(result, space, key, weight, default)
         else:
             key, weight = feature(name, value)
-            result.setdefault(encode(default), {})[key] = weight
-    return result
+            _add(result, encode(default), key, weight, default)
+    return {space: items for space, items in result.items() if items}
+
+
+def _add(result: Namespaces, space: str, key: str, weight: float, default: str) -> None:
+    target = result.get(space)
+    if target is None:
+        target = result[space] = {}
+    elif key in target:  # only when flat features meet a namespace named like the default
+        raise ValueError(
+            f"{key}: the feature appears twice in namespace {space!r} (flat features go to "
+            f"namespace {default!r}; give each feature once)"
+        )
+    if weight != 0.0:
+        target[key] = weight
 
 
 def action_namespaces(
@@ -91,6 +142,11 @@ def action_namespaces(
     """Each action's namespaces: `action` holds `id=<variant key>` plus its flat features."""
     result = []
     for action_id, extra in zip(action_ids, action_features, strict=True):
+        if extra and RESERVED_ACTION_FEATURE in extra:
+            raise ValueError(
+                f"{action_id}: the action feature name {RESERVED_ACTION_FEATURE!r} is reserved "
+                "for the variant key"
+            )
         spaces = namespaces(extra, ACTION_NAMESPACE)
         spaces.setdefault(ACTION_NAMESPACE, {})[f"id={encode(action_id)}"] = 1.0
         result.append(spaces)
@@ -102,7 +158,7 @@ def _text(spaces: Namespaces) -> str:
     for space, items in spaces.items():
         parts.append(f"|{space}")
         for name, weight in items.items():
-            parts.append(name if weight == 1.0 else f"{name}:{weight!r}")
+            parts.append(name if weight == 1.0 else f"{name}:{weight:.{DIGITS}g}")
     return " ".join(parts)
 
 

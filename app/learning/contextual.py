@@ -114,21 +114,18 @@ def compute(
     learner = policy.learner(previous.model if resume and previous is not None else None)
     seen_before = int(trained.get("examples", 0)) if resume and isinstance(trained, dict) else 0
     n_arms = policy.n_arms
-    pmf_sum = np.zeros(n_arms)
     logged_rewards: list[float] = []
     propensities: list[float] = []
-    target: list[float] = []
-    delta = [ArmStats()] * n_arms
+    arms: list[int] = []
+    pmfs: list[list[float]] = []
     try:
         for context, arm, propensity, reward in closed_rows(
             session=session, experiment=experiment, rewards=rewards, after=after, through=through
         ):
-            pmf = learner.learn(context, arm, reward, propensity)
-            pmf_sum += pmf
+            pmfs.append(learner.learn_raw(context, arm, reward, propensity))
             logged_rewards.append(reward)
             propensities.append(propensity)
-            target.append(float(pmf[arm]))
-            delta[arm] = delta[arm] + ArmStats(1, reward, reward * reward)
+            arms.append(arm)
         counted = len(logged_rewards)
         if counted == 0:
             return service.PassResult(experiment.key, None, 0)
@@ -136,9 +133,16 @@ def compute(
         loss = learner.progressive_loss()
     finally:
         learner.close()
+    floored = policy.floored_rows(pmfs)  # each decision's pmf before the model learned it
+    target = floored[np.arange(counted), arms]
+    y = np.asarray(logged_rewards)
+    delta = [
+        ArmStats(int(mask.sum()), float(y[mask].sum()), float((y[mask] ** 2).sum()))
+        for mask in (np.asarray(arms) == a for a in range(n_arms))
+    ]
     base = service.stats_from_version(experiment, previous) if resume else [ArmStats()] * n_arms
     stats = [a + b for a, b in zip(base, delta, strict=True)]
-    allocation = pmf_sum / counted
+    allocation = floored.mean(axis=0)
     details = {
         "model": {
             "fingerprint": fingerprint,
@@ -147,7 +151,7 @@ def compute(
             "examples": seen_before + counted,
             "new_examples": counted,
             "progressive_loss": loss if loss is not None and math.isfinite(loss) else None,
-            "ips_value": ips_summary(logged_rewards, propensities, target),
+            "ips_value": ips_summary(logged_rewards, propensities, target.tolist()),
             "bytes": len(model),
         },
         "allocation": "mean probability of each variant over this pass's decisions",
