@@ -19,7 +19,7 @@
    to be a stored row. After the load the same decide path runs in this process (no HTTP, no
    database) to show where a decision's CPU goes; --profile adds cProfile's top functions of
    the contextual decide handler and of the learn loop.
-2. Learner throughput, pinned to one core: (a) the bare ContextualLearner.learn loop over
+2. Learner throughput, pinned to one core: (a) the bare ContextualLearner.learn_raw loop over
    --examples logged decisions (10 actions x 20 features) and (b) a full learner pass,
    run_pass over --examples closed decisions (and their outcomes) inserted through the API
    into a fresh database.
@@ -599,7 +599,7 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"\nLearner, one core, {N_ARMS} actions x 20 features:\n")
     print("| learner | examples | seconds | examples/s | target >= 10,000/s |")
     print("|---|---|---|---|---|")
-    rows = [("ContextualLearner.learn loop", report["learner"]["loop"])]
+    rows = [("ContextualLearner.learn_raw loop", report["learner"]["loop"])]
     rows += [(f"run_pass ({b}, closed decisions)", r) for b, r in report["learner"]["pass"].items()]
     for name, r in rows:
         met = "met" if r["examples_per_s"] >= 10_000 else "NOT met"

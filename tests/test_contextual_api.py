@@ -348,6 +348,7 @@ def test_bad_action_features_and_contexts_are_422(
         ({"big": 1e39}, "number_range"),
         ({"bad name": 1}, "feature_name"),
         ({"text": "x" * 300}, "string_too_long"),
+        ({"x": 1, "context": {"x": 2}}, "appears twice"),
     ):
         response = client.post(
             "/v1/experiments/ctx/decisions",

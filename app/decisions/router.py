@@ -68,7 +68,10 @@ async def _decide(
     if served is None:
         raise NotFound(f"no experiment with key {key!r}")
     now = utcnow()
-    rows = [service.decision_row(served, item, now=now) for item in items]
+    rows = [
+        service.decision_row(served, item, now=now, where=f"body.items[{i}]" if batch else "body")
+        for i, item in enumerate(items)
+    ]
     try:
         stored = await runtime.writer.submit(
             rows, client_ids=any(item.decision_id is not None for item in items)

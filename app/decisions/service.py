@@ -46,7 +46,9 @@ def _fixed_answer(served: ServedExperiment, arm: int) -> Choice:
     return Choice(arm, 1.0, probabilities)
 
 
-def choose(served: ServedExperiment, item: DecideRequest, decision_id: str) -> tuple[Choice, bool]:
+def choose(
+    served: ServedExperiment, item: DecideRequest, decision_id: str, *, where: str = "body"
+) -> tuple[Choice, bool]:
     """The choice for one unit and whether the policy drew it (experimental)."""
     if served.status == "draft" or served.version == 0:  # never started (maybe archived)
         raise Conflict(
@@ -61,13 +63,16 @@ def choose(served: ServedExperiment, item: DecideRequest, decision_id: str) -> t
     if served.coverage < 1.0 and not in_coverage(served.salt, item.unit_id, served.coverage):
         return _fixed_answer(served, served.control), False
     assert served.state is not None, "a running experiment always has a policy version"
-    choice = served.policy.choose(
-        served.state,
-        salt=served.salt,
-        unit_id=item.unit_id,
-        decision_id=decision_id,
-        context=item.context,
-    )
+    try:
+        choice = served.policy.choose(
+            served.state,
+            salt=served.salt,
+            unit_id=item.unit_id,
+            decision_id=decision_id,
+            context=item.context,
+        )
+    except ValueError as exc:  # a context the policy cannot use (contextual: featurisation)
+        raise Invalid(f"{where}.context", "context", str(exc)) from None
     return choice, True
 
 
@@ -101,9 +106,11 @@ def new_decision_id() -> str:
     return _ids.next()
 
 
-def decision_row(served: ServedExperiment, item: DecideRequest, *, now: datetime) -> dict[str, Any]:
+def decision_row(
+    served: ServedExperiment, item: DecideRequest, *, now: datetime, where: str = "body"
+) -> dict[str, Any]:
     decision_id = item.decision_id or new_decision_id()
-    choice, experimental = choose(served, item, decision_id)
+    choice, experimental = choose(served, item, decision_id, where=where)
     return {
         "id": decision_id,
         "experiment_id": served.id,

@@ -292,3 +292,53 @@ def test_reward_model_recovers_known_mean_rewards() -> None:
     model.close()
     for segment, mean in means.items():
         np.testing.assert_allclose(np.mean(estimates[segment], axis=0), mean, atol=0.05)
+
+
+# --- the fast path through pylibvw is VW's public path ----------------------------------------
+
+
+def test_run_multi_learns_and_predicts_exactly_as_the_public_workspace_api() -> None:
+    """`run_multi` skips pyvw's Example wrappers; the model it trains and the pmfs it returns
+    must be those of Workspace.parse / learn / predict (a vowpalwabbit upgrade could break it)."""
+    from vowpalwabbit import Workspace
+
+    from app.bandits.contextual import run_multi
+
+    policy = contextual({"exploration": {"algorithm": "squarecb"}})
+    fast, public = Workspace(arg_list=policy.vw_args()), Workspace(arg_list=policy.vw_args())
+    rng = np.random.default_rng(4)
+    try:
+        for _ in range(600):
+            segment = SEGMENTS[rng.integers(3)]
+            context = context_of(segment, rng)
+            arm = int(rng.integers(3))
+            reward = float(rng.random() < (0.8 if BEST[segment] == arm else 0.2))
+            lines = policy.lines(context, (arm, -reward, 1 / 3))
+            got = run_multi(fast, lines, learn=True)
+            examples = public.parse(lines)
+            public.learn(examples)
+            want = examples[0].get_prediction(public.get_prediction_type())
+            public.finish_example(examples)
+            assert got == want
+        for segment in SEGMENTS:
+            lines = policy.lines(context_of(segment))
+            assert run_multi(fast, lines, learn=False) == public.predict(lines)
+    finally:
+        fast.finish()
+        public.finish()
+
+
+def test_the_plain_python_floor_is_apply_floor() -> None:
+    from app.bandits import apply_floor
+
+    policy = contextual({"min_probability": 0.05})
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        pmf = rng.dirichlet(np.ones(3) * 0.3).astype(np.float32).tolist()
+        expected = apply_floor(np.asarray(pmf) / math.fsum(pmf), 0.05)
+        np.testing.assert_allclose(policy.floored_list(pmf), expected, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(policy.floored_rows([pmf])[0], expected, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="invalid pmf"):
+        policy.floored_list([0.5, float("nan"), 0.5])
+    with pytest.raises(ValueError, match="invalid pmf"):
+        policy.floored_list([0.5, 0.5])
