@@ -80,7 +80,8 @@ def run_rounds(
             send_rewards(client, rewards)
         # Every reward window closes (the learner's clock is moved on by exactly one window).
         learn(settings, ahead_s=WINDOW_S)
-        time.sleep(0.2)  # deciders pick the new version up at their next policy check (0.05 s)
+        # Deciders pick a new version up at their next policy check; do that check now.
+        client.app.state.runtime.policies.refresh()  # type: ignore[attr-defined]
     return served
 
 

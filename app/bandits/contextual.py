@@ -372,9 +372,12 @@ class ContextualPolicy:
         return np.array(self._served(context))
 
     def _served(self, context: Mapping[str, JSONValue] | None) -> list[float]:
+        lines = self.lines(
+            context
+        )  # also without a model: a context is valid or not from the start
         if self._pool is None:
             return [1.0 / self.n_arms] * self.n_arms
-        return self.floored_list(self._pool.predict(self.lines(context)))
+        return self.floored_list(self._pool.predict(lines))
 
     def choose(
         self,
