@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ from tests.conftest import ADMIN
 from tests.test_learner import learn
 
 Create = Callable[..., dict[str, Any]]
+SEED = int(os.environ.get("CROUPIER_TEST_SEED", "7"))
 WINDOW_S = 1.0  # = update_interval_s: the learner clock moved by one window makes a pass due
 VARIANTS = [{"key": "a", "is_control": True}, {"key": "b"}, {"key": "c"}]
 BEST = {"x": "a", "y": "b", "z": "c"}  # the best variant differs by segment
@@ -67,8 +69,13 @@ def run_rounds(
         units = [(f"r{r}u{i}", rng.choice("xyz"), rng.random()) for i in range(size)]
         draws = [rng.random() for _ in units]
         for key in keys:
+            # Client decision ids and a fixed salt: every draw is replayable, so the run is too.
             items = [
-                {"unit_id": u, "context": {"segment": s, "user": {"score": score}}}
+                {
+                    "unit_id": u,
+                    "decision_id": f"{key}-{u}",
+                    "context": {"segment": s, "user": {"score": score}},
+                }
                 for u, s, score in units
             ]
             answers = decide_batch(client, key, items)
@@ -91,9 +98,11 @@ def total_reward(served: list[tuple[str, str, dict[str, Any]]]) -> float:
 
 @pytest.fixture
 def trained(client: TestClient, create_experiment: Create, settings: Settings) -> dict[str, Any]:
-    create_experiment("ctx", variants=VARIANTS, policy=CONTEXTUAL, reward_window_s=WINDOW_S)
-    create_experiment("ts", variants=VARIANTS, policy=THOMPSON, reward_window_s=WINDOW_S)
-    served = run_rounds(client, settings, ["ctx", "ts"], rounds=5, size=400, seed=7)
+    for key, policy in (("ctx", CONTEXTUAL), ("ts", THOMPSON)):
+        create_experiment(
+            key, variants=VARIANTS, policy=policy, reward_window_s=WINDOW_S, salt=f"salt-{key}"
+        )
+    served = run_rounds(client, settings, ["ctx", "ts"], rounds=5, size=400, seed=SEED)
     time.sleep(WINDOW_S)  # every decision is closed now (exports and evaluations see all)
     return served
 
@@ -118,7 +127,8 @@ def test_contextual_beats_thompson_and_its_propensities_match_its_frequencies(
             p = float(rows[f"p_{variant}"].mean())
             share = float((rows["variant"] == variant).mean())
             assert abs(share - p) < 4 * np.sqrt(p * (1 - p) / n), (segment, variant, share, p)
-        assert float((rows[rows.policy_version >= 4]["variant"] == BEST[segment]).mean()) > 0.8
+        best = float((rows[rows.policy_version >= 4]["variant"] == BEST[segment]).mean())
+        assert best > 0.8
 
 
 def versions(client: TestClient, key: str = "ctx") -> list[dict[str, Any]]:

@@ -173,7 +173,7 @@ def text_lines(
     lines = [f"shared {_text(shared)}" if shared else "shared |"]
     for arm, action in enumerate(actions):
         if label is not None and arm == label[0]:
-            lines.append(f"0:{label[1]!r}:{label[2]!r} {action}")
+            lines.append(f"0:{float(label[1])!r}:{float(label[2])!r} {action}")  # numpy too
         else:
             lines.append(action)
     return lines

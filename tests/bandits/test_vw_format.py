@@ -451,3 +451,18 @@ def test_a_model_trained_on_dsjson_predicts_like_one_trained_on_text(exploration
     finally:
         from_text.finish()
         from_json.finish()
+
+
+def test_labels_from_numpy_numbers_are_plain_numbers() -> None:
+    """repr(np.float64(0.5)) is 'np.float64(0.5)' under numpy 2: a label built from numpy
+    numbers once reached VW as garbage and nothing was learned."""
+    lines = ContextualPolicy(n_arms=2).lines({"x": 1}, (1, np.float64(-1.0), np.float32(0.25)))
+    assert lines[2].startswith("0:-1.0:0.25 |action")
+    workspace = Workspace("--cb_explore_adf --quiet")
+    try:
+        examples = workspace.parse(lines)
+        label = examples[2].get_label()
+        assert (label.costs[0].cost, label.costs[0].probability) == (-1.0, 0.25)
+        workspace.finish_example(examples)
+    finally:
+        workspace.finish()
