@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,6 +16,8 @@ from app import migrate
 from app.db import make_engine, make_session_factory, transaction
 from app.keys import service as keys_service
 from app.settings import Settings, get_settings
+
+T = TypeVar("T")
 
 
 def _sessions(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
@@ -218,38 +221,39 @@ def _as_of(text: str | None) -> datetime | None:
     return as_of.astimezone(UTC)
 
 
-def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+def _on_experiment(
+    args: argparse.Namespace, settings: Settings, run: Callable[..., T]
+) -> tuple[T, None] | tuple[None, int]:
+    """`run(session=, experiment=, as_of=)` on experiment `args.key` at `--as-of`; or the exit
+    code when --as-of is malformed."""
     from app.experiments import service as experiments
-    from app.reports.export import write
 
     try:
         as_of = _as_of(args.as_of)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return None, 2
     engine, sessions = _sessions(settings)
     try:
         with sessions() as session:
             experiment = experiments.get(session=session, key=args.key)
-            if args.out:
-                with open(args.out, "wb") as out:
-                    count = write(
-                        session=session,
-                        experiment=experiment,
-                        fmt=args.format,
-                        out=out,
-                        as_of=as_of,
-                    )
-            else:
-                count = write(
-                    session=session,
-                    experiment=experiment,
-                    fmt=args.format,
-                    out=sys.stdout.buffer,
-                    as_of=as_of,
-                )
+            return run(session=session, experiment=experiment, as_of=as_of), None
     finally:
         engine.dispose()
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from app.reports.export import write
+
+    def run(**found: Any) -> int:  # the file is opened only once the experiment is found
+        if not args.out:
+            return write(fmt=args.format, out=sys.stdout.buffer, **found)
+        with open(args.out, "wb") as out:
+            return write(fmt=args.format, out=out, **found)
+
+    count, failed = _on_experiment(args, settings, run)
+    if failed is not None:
+        return failed
     print(f"exported {count} decisions ({args.format})", file=sys.stderr)
     return 0
 
@@ -301,22 +305,12 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from app.experiments import service as experiments
     from app.reports import render
     from app.reports.service import build_report
 
-    try:
-        as_of = _as_of(args.as_of)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    engine, sessions = _sessions(settings)
-    try:
-        with sessions() as session:
-            experiment = experiments.get(session=session, key=args.key)
-            report = build_report(session=session, experiment=experiment, as_of=as_of)
-    finally:
-        engine.dispose()
+    report, failed = _on_experiment(args, settings, build_report)
+    if report is None:
+        return failed or 1
     if args.format == "json":
         print(report.model_dump_json(indent=2))
     elif args.format == "csv":

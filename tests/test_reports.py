@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -336,6 +338,32 @@ def test_cli_report_formats(
     assert "http" not in page  # self-contained
     assert main(["report", "cli", "--as-of", "2026-01-01T00:00:00"]) == 2
     assert main(["report", "nope"]) == 1
+
+
+def test_cli_export_formats(
+    client: TestClient,
+    create_experiment: Create,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    create_experiment("cli")
+    fixed_split(_sessions(client), "cli", means=[0.1, 0.15], n=500, seed=9)
+    monkeypatch.setenv("CROUPIER_DATABASE_URL", database_url)
+    later = (utcnow() + timedelta(days=1)).isoformat()  # every decision closed by then
+    for fmt in ("dsjson", "csv", "parquet"):
+        out = tmp_path / f"log.{fmt}"
+        assert main(["export", "cli", "--format", fmt, "--out", str(out), "--as-of", later]) == 0
+        assert f"exported 500 decisions ({fmt})" in capsys.readouterr().err
+    events = [json.loads(line) for line in (tmp_path / "log.dsjson").read_text().splitlines()]
+    assert len(events) == 500
+    assert {e["_label_cost"] for e in events} <= {0.0, -1.0}
+    frame = pd.read_parquet(tmp_path / "log.parquet")
+    assert len(frame) == len(pd.read_csv(tmp_path / "log.csv")) == 500
+    assert main(["export", "cli", "--as-of", "yesterday"]) == 2
+    assert main(["export", "nope", "--out", str(tmp_path / "x")]) == 1
+    assert not (tmp_path / "x").exists()
 
 
 def test_as_of_in_the_report_is_the_one_asked(

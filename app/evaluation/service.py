@@ -63,11 +63,7 @@ def _log(
             ),
             Decision.decided_at,
         )
-        .where(
-            Decision.experiment_id == experiment.id,
-            Decision.experimental.is_(True),
-            Decision.decided_at <= through,
-        )
+        .where(*learning.learning_window(experiment, after=None, through=through))
         .order_by(Decision.decided_at.desc(), Decision.id.desc())
         .limit(limit)
     )

@@ -50,16 +50,9 @@ def closed_rows(
 ) -> Iterator[tuple[dict[str, Any] | None, int, float, float]]:
     """(context, arm, propensity, reward) of experimental decisions decided in (after, through],
     oldest first, streamed in chunks."""
-    window = [
-        Decision.experiment_id == experiment.id,
-        Decision.experimental.is_(True),
-        Decision.decided_at <= through,
-    ]
-    if after is not None:
-        window.append(Decision.decided_at > after)
     query = (
         select(Decision.context, Decision.arm, Decision.propensity, rewards)
-        .where(*window)
+        .where(*service.learning_window(experiment, after=after, through=through))
         .order_by(Decision.decided_at, Decision.id)
         .execution_options(yield_per=CHUNK)
     )

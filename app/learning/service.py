@@ -173,11 +173,10 @@ def metric_value(
     return found if missing is None else func.coalesce(found, missing)
 
 
-def aggregate(
-    *, session: Session, experiment: Experiment, after: datetime | None, through: datetime
-) -> list[ArmStats]:
-    """Per-arm (count, sum, sum of squares) of rewards of experimental decisions decided in
-    (after, through], computed by the database; rows never come into Python."""
+def learning_window(
+    experiment: Experiment, *, after: datetime | None, through: datetime
+) -> list[ColumnElement[bool]]:
+    """The decisions a learner pass learns from: experimental ones decided in (after, through]."""
     window = [
         Decision.experiment_id == experiment.id,
         Decision.experimental.is_(True),
@@ -185,6 +184,15 @@ def aggregate(
     ]
     if after is not None:
         window.append(Decision.decided_at > after)
+    return window
+
+
+def aggregate(
+    *, session: Session, experiment: Experiment, after: datetime | None, through: datetime
+) -> list[ArmStats]:
+    """Per-arm (count, sum, sum of squares) of rewards of experimental decisions decided in
+    (after, through], computed by the database; rows never come into Python."""
+    window = learning_window(experiment, after=after, through=through)
     rewards = select(Decision.arm, _reward(experiment).label("reward")).where(*window).subquery()
     query = select(
         rewards.c.arm,
