@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from app.cli import main
 from app.db import transaction, utcnow
 from app.experiments import service as experiments
 from app.reports.history import from_decision_log, write_history
+from app.settings import get_settings
 from app.stats.bayes import summarize
 from app.stats.fixed_horizon import compare
 from app.stats.sequential import asymptotic_cs
@@ -314,16 +315,23 @@ def test_the_analysis_plan_is_fixed_once_live(
     assert "analysis" in response.json()["detail"]
 
 
+@pytest.fixture
+def cli_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The command line's settings read this test's database (they are cached per process)."""
+    monkeypatch.setenv("CROUPIER_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    yield database_url
+    get_settings.cache_clear()
+
+
 def test_cli_report_formats(
     client: TestClient,
     create_experiment: Create,
-    database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
+    cli_database: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     create_experiment("cli")
     fixed_split(_sessions(client), "cli", means=[0.1, 0.15], n=4_000, seed=9)
-    monkeypatch.setenv("CROUPIER_DATABASE_URL", database_url)
     assert main(["report", "cli", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["experiment"]["key"] == "cli"
@@ -343,14 +351,12 @@ def test_cli_report_formats(
 def test_cli_export_formats(
     client: TestClient,
     create_experiment: Create,
-    database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
+    cli_database: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     create_experiment("cli")
     fixed_split(_sessions(client), "cli", means=[0.1, 0.15], n=500, seed=9)
-    monkeypatch.setenv("CROUPIER_DATABASE_URL", database_url)
     later = (utcnow() + timedelta(days=1)).isoformat()  # every decision closed by then
     for fmt in ("dsjson", "csv", "parquet"):
         out = tmp_path / f"log.{fmt}"
