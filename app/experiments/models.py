@@ -10,7 +10,15 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, JSONDoc, UTCDateTime, utcnow
 
-STATUSES = ("draft", "running", "paused", "concluded", "archived")
+STATUSES = (
+    "draft",
+    "running",
+    "paused",
+    "rolling_out",
+    "rolled_back",
+    "concluded",
+    "archived",
+)
 
 
 class Experiment(Base):
@@ -34,6 +42,8 @@ class Experiment(Base):
     # report tests, at which alpha, with which guardrails; {} takes every default.
     analysis: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
     winner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The automatic rollout policy (app.experiments.schemas.RolloutPolicy as JSON), or None.
+    rollout: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
     # Bumped on every change a decider must see (config, status, new policy version): the
     # deciders' cheap check compares this one integer per experiment.
     revision: Mapped[int] = mapped_column(Integer, default=1)
