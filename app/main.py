@@ -29,6 +29,7 @@ from app.learning.runner import learner_loop
 from app.limits import BodyLimitMiddleware
 from app.outcomes.router import router as outcomes_router
 from app.reports.router import router as reports_router
+from app.rollouts.router import router as rollouts_router
 from app.runtime import Runtime
 from app.security import KeyCache
 from app.settings import Settings, get_settings
@@ -76,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         tick_s=settings.learner_tick_s,
                         safety_lag_s=settings.learner_safety_lag_s,
                         learner=runtime.process_name,
+                        controller_interval_s=settings.controller_interval_s,
+                        controller_enabled=settings.controller_enabled,
                     )
                 )
             )
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys_router,
         reports_router,
         evaluation_router,
+        rollouts_router,
         dashboard_router,
     ):
         app.include_router(router)

@@ -1,8 +1,9 @@
 """Deciding: pick a variant from the in-memory policy, log the exposure, answer.
 
-Status decides who answers: a running experiment's policy (experimental decisions); a paused
-one serves its control and a concluded or archived one its winner (or control), both logged
-with propensity 1 and `experimental: false`. Units outside `coverage` get the control,
+Status decides who answers: a running (or rolled-back) experiment's policy (experimental
+decisions); a rolling-out one the current step's split, sticky per unit like an A/B test; a
+paused one serves its control and a concluded or archived one its winner (or control), both
+logged with propensity 1 and `experimental: false`. Units outside `coverage` get the control,
 non-experimental.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from app.bandits import in_coverage
+from app.bandits import arm_for_bucket, bucket, in_coverage
 from app.bandits.base import Choice
 from app.decisions.cache import ServedExperiment
 from app.decisions.context import check_context
@@ -63,6 +64,10 @@ def choose(
     if served.coverage < 1.0 and not in_coverage(served.salt, item.unit_id, served.coverage):
         return _fixed_answer(served, served.control), False
     assert served.state is not None, "a running experiment always has a policy version"
+    if served.status == "rolling_out":  # the step's split, sticky per unit (app.rollouts)
+        split = served.state.probabilities
+        arm = arm_for_bucket(bucket(served.salt, item.unit_id), split)
+        return Choice(arm, split[arm], split), True
     try:
         choice = served.policy.choose(
             served.state,

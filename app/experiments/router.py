@@ -47,12 +47,13 @@ def to_out(experiment: Experiment, allocation: dict[str, float] | None = None) -
 
 
 def with_allocation(runtime: Runtime, experiment: Experiment) -> ExperimentOut:
-    """The allocation being served: the policy's while running; all to the control while
-    paused, all to the winner (or control) once concluded; none before the start."""
+    """The allocation being served: the latest version's while running, rolling out or rolled
+    back; all to the control while paused, all to the winner (or control) once concluded; none
+    before the start."""
     keys = [v.key for v in experiment.variants]
     if experiment.policy_version == 0:
         return to_out(experiment, None)
-    if experiment.status != "running":
+    if experiment.status not in ("running", "rolling_out", "rolled_back"):
         control = next(v.key for v in experiment.variants if v.is_control)
         served = (
             experiment.winner if experiment.status != "paused" and experiment.winner else control

@@ -19,7 +19,9 @@ from app.schemas import (
 )
 
 PolicyType = Literal["fixed", "thompson", "epsilon_greedy", "ucb1", "contextual"]
-Status = Literal["draft", "running", "paused", "concluded", "archived"]
+Status = Literal[
+    "draft", "running", "paused", "rolling_out", "rolled_back", "concluded", "archived"
+]
 Aggregation = Literal["earliest", "sum"]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200), SafeText]
 Description = Annotated[str, StringConstraints(max_length=2000), SafeText]
@@ -93,6 +95,39 @@ class AnalysisPlan(RequestModel):
     group_sequential: GroupSequentialPlan | None = None
 
 
+class RolloutSpec(RequestModel):
+    """Automatic winner rollout (docs/rollouts.md). The controller moves traffic to the winner
+    in `steps`, checks guardrails at every pass and rolls back after `failure_limit` failed
+    checks."""
+
+    enabled: StrictBool = True
+    steps: list[FiniteFloat] = Field(
+        default_factory=lambda: [0.5, 0.8, 1.0],
+        min_length=1,
+        max_length=10,
+        description="Winner shares, increasing, ending at 1.0.",
+    )
+    min_decisions: int = Field(
+        1000, ge=0, le=10**10, description="Closed decisions before a winner may be declared."
+    )
+    min_step_s: FiniteFloat = Field(3600.0, ge=0, le=30 * 86_400, description="Dwell per step.")
+    min_step_decisions: int = Field(1000, ge=0, le=10**10, description="Decisions per step.")
+    holdback: FiniteFloat = Field(
+        0.0, ge=0, le=0.5, description="Share left on the other arms after the last step."
+    )
+    failure_limit: int = Field(1, ge=1, le=100, description="Failed checks before rollback.")
+    approval: StrictBool = Field(False, description="A person approves each step after the first.")
+    p_best: FiniteFloat = Field(
+        0.95, ge=0.5, lt=1, description="Bandits: P(best) the winner needs."
+    )
+    expected_loss: FiniteFloat = Field(
+        0.001, ge=0, description="Bandits: largest expected loss of the winner (metric units)."
+    )
+    hold_s: FiniteFloat = Field(
+        0.0, ge=0, le=30 * 86_400, description="The winner must hold this long first."
+    )
+
+
 class VariantIn(RequestModel):
     key: Key
     payload: JSONPayload = Field(
@@ -119,6 +154,7 @@ class ExperimentCreate(RequestModel):
     default_reward: BoundedFloat = 0.0
     reward_aggregation: Aggregation = "earliest"
     analysis: AnalysisPlan = Field(default_factory=AnalysisPlan)
+    rollout: RolloutSpec | None = Field(None, description="Automatic winner rollout; off if null.")
 
 
 class ExperimentUpdate(RequestModel):
@@ -136,6 +172,7 @@ class ExperimentUpdate(RequestModel):
     default_reward: BoundedFloat | None = None
     reward_aggregation: Aggregation | None = None
     analysis: AnalysisPlan | None = None
+    rollout: RolloutSpec | None = None
 
 
 class ConcludeRequest(RequestModel):
@@ -164,6 +201,7 @@ class ExperimentOut(ResponseModel):
     reward_aggregation: Aggregation
     analysis: AnalysisPlan
     winner: str | None
+    rollout: dict[str, Any] | None
     policy_version: int
     allocation: dict[str, float] | None = Field(
         None,

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.bandits import PolicyConfigError
+from app.bandits.rollout import RolloutPolicy
 from app.db import utcnow
 from app.errors import Conflict, FieldError, Invalid, NotFound, ProblemError
 from app.experiments.models import Experiment, ExperimentRevision, Variant
@@ -21,6 +22,7 @@ from app.experiments.schemas import (
     ExperimentCreate,
     ExperimentUpdate,
     PolicySpec,
+    RolloutSpec,
     VariantIn,
 )
 from app.learning import service as learning_service
@@ -28,12 +30,13 @@ from app.learning.models import PolicyVersion
 
 # What may change while units are being exposed: none of it changes what a logged decision or
 # outcome means. Variants, weights, salt, reward definition and policy type would.
-MUTABLE_WHILE_LIVE = frozenset({"name", "description", "coverage", "policy"})
+MUTABLE_WHILE_LIVE = frozenset({"name", "description", "coverage", "policy", "rollout"})
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "start": (frozenset({"draft"}), "running"),
-    "pause": (frozenset({"running"}), "paused"),
-    "resume": (frozenset({"paused"}), "running"),
-    "conclude": (frozenset({"running", "paused"}), "concluded"),
+    "pause": (frozenset({"running", "rolling_out", "rolled_back"}), "paused"),
+    # Back to running, or to rolling_out when a rollout was paused mid-way (see transition).
+    "resume": (frozenset({"paused", "rolled_back"}), "running"),
+    "conclude": (frozenset({"running", "paused", "rolling_out", "rolled_back"}), "concluded"),
     "archive": (frozenset({"draft", "paused", "concluded"}), "archived"),
 }
 
@@ -115,6 +118,7 @@ def snapshot(experiment: Experiment) -> dict[str, Any]:
             for v in experiment.variants
         ],
         "policy": {**experiment.policy, "update_interval_s": experiment.update_interval_s},
+        "rollout": experiment.rollout,
         "coverage": experiment.coverage,
         "salt": experiment.salt,
         "primary_metric": experiment.primary_metric,
@@ -125,7 +129,7 @@ def snapshot(experiment: Experiment) -> dict[str, Any]:
     }
 
 
-def _revise(
+def revise(
     *, session: Session, experiment: Experiment, action: str, changes: dict[str, Any], actor: str
 ) -> None:
     number = session.scalar(
@@ -169,6 +173,7 @@ def create(*, session: Session, data: ExperimentCreate, actor: str) -> Experimen
         default_reward=data.default_reward,
         reward_aggregation=data.reward_aggregation,
         analysis=_analysis_doc(data.analysis, data.primary_metric),
+        rollout=_rollout_doc(data.rollout),
         variants=_variants(data.variants),
         revision=0,
         policy_version=0,
@@ -177,7 +182,7 @@ def create(*, session: Session, data: ExperimentCreate, actor: str) -> Experimen
     )
     session.add(experiment)
     session.flush()
-    _revise(
+    revise(
         session=session,
         experiment=experiment,
         action="created",
@@ -224,7 +229,7 @@ def update(*, session: Session, key: str, data: ExperimentUpdate, actor: str) ->
             raise Conflict(
                 f"{', '.join(frozen)} cannot change while the experiment is {experiment.status}: "
                 "it would change the meaning of data already logged (only name, description, "
-                "coverage and the policy's settings may change)",
+                "coverage, the policy's settings and the rollout policy may change)",
                 kind="frozen-field",
             )
         if data.policy is not None and data.policy.type != experiment.policy["type"]:
@@ -271,6 +276,8 @@ def update(*, session: Session, key: str, data: ExperimentUpdate, actor: str) ->
     if data.analysis is not None or "primary_metric" in requested:
         plan = data.analysis or AnalysisPlan.model_validate(experiment.analysis)
         experiment.analysis = _analysis_doc(plan, experiment.primary_metric)
+    if data.rollout is not None:
+        experiment.rollout = _rollout_doc(data.rollout)
     if data.policy is not None:
         experiment.policy = policy
         if "update_interval_s" in data.policy.model_fields_set:
@@ -282,16 +289,28 @@ def update(*, session: Session, key: str, data: ExperimentUpdate, actor: str) ->
     after = snapshot(experiment)
     changes = {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
     if changes:
-        _revise(
+        revise(
             session=session, experiment=experiment, action="updated", changes=changes, actor=actor
         )
-    if experiment.status in ("running", "paused") and "policy" in changes:
+    if experiment.status in ("running", "paused", "rolled_back") and "policy" in changes:
         # New settings (say a higher floor) apply from the next version on, at once.
         try:
             learning_service.republish(session=session, experiment=experiment, learner=actor)
         except PolicyConfigError as exc:  # the settings do not fit the statistics learned
             raise Invalid(f"body.policy.{exc.field}", "policy", exc.message) from exc
     return experiment
+
+
+def _rollout_doc(spec: RolloutSpec | None) -> dict[str, Any] | None:
+    """The rollout policy as stored (every field explicit), checked by the rollout core."""
+    if spec is None:
+        return None
+    doc = spec.model_dump()
+    try:
+        RolloutPolicy.from_json(doc)
+    except PolicyConfigError as exc:
+        raise Invalid(f"body.rollout.{exc.field}", "rollout", exc.message) from exc
+    return doc
 
 
 def _analysis_doc(plan: AnalysisPlan, primary_metric: str) -> dict[str, Any]:
@@ -359,8 +378,18 @@ def transition(
         learning_service.publish_initial(session=session, experiment=experiment, learner=actor)
     if target in ("concluded", "archived") and experiment.ended_at is None:
         experiment.ended_at = now
+    if action == "resume" and experiment.status == "paused":
+        from app.rollouts.service import active_rollout  # rollouts build on experiments
+
+        if active_rollout(session=session, experiment_id=experiment.id) is not None:
+            target = "rolling_out"
+            changes["status"]["to"] = target
+    if action == "conclude":
+        from app.rollouts.service import end_active
+
+        end_active(session=session, experiment=experiment, state="cancelled", reason="concluded")
     experiment.status = target
-    _revise(session=session, experiment=experiment, action=action, changes=changes, actor=actor)
+    revise(session=session, experiment=experiment, action=action, changes=changes, actor=actor)
     return experiment
 
 
@@ -381,7 +410,7 @@ def rollback_model(*, session: Session, key: str, number: int, actor: str) -> Po
     version, changes = learning_service.rollback(
         session=session, experiment=experiment, number=number, learner=actor
     )
-    _revise(
+    revise(
         session=session,
         experiment=experiment,
         action="rolled_back",

@@ -23,6 +23,7 @@ from app.db import transaction, utcnow
 from app.experiments import service as experiments_service
 from app.experiments.models import Experiment
 from app.learning import service as learning_service
+from app.rollouts.service import Controller
 
 log = logging.getLogger("croupier.learner")
 
@@ -176,6 +177,42 @@ def learn_one(
         )
 
 
+def leader_pass(
+    *,
+    sessions: sessionmaker[Session],
+    safety_lag_s: float,
+    learner: str,
+    controller: Controller | None,
+    controller_interval_s: float,
+) -> None:
+    """What the leader does each tick: learn; then, every `controller_interval_s`, the rollout
+    controller's pass and the drift checks."""
+    run_pass(sessions=sessions, safety_lag_s=safety_lag_s, learner=learner)
+    now = utcnow()
+    if controller is None or (
+        controller.last_pass is not None
+        and (now - controller.last_pass).total_seconds() < controller_interval_s
+    ):
+        return
+    controller.run_pass(now)
+    controller.last_pass = now
+    run_leader_checks(sessions=sessions, now=now)
+
+
+def run_leader_checks(*, sessions: sessionmaker[Session], now: datetime) -> None:
+    """Checks that raise alerts (drift); each failure is logged, never fatal."""
+    hooks = []
+    with contextlib.suppress(ImportError):
+        from app.drift.service import run_drift_checks
+
+        hooks.append(run_drift_checks)
+    for hook in hooks:
+        try:
+            hook(sessions=sessions, now=now)
+        except Exception:
+            log.exception("leader check %s failed", getattr(hook, "__name__", hook))
+
+
 async def learner_loop(
     *,
     engine: Engine,
@@ -183,9 +220,12 @@ async def learner_loop(
     tick_s: float,
     safety_lag_s: float,
     learner: str,
+    controller_interval_s: float = 10.0,
+    controller_enabled: bool = True,
 ) -> None:
     lock = leader_lock(engine)
-    running: asyncio.Future[list[learning_service.PassResult]] | None = None
+    controller = Controller(sessions, learner) if controller_enabled else None
+    running: asyncio.Future[None] | None = None
     try:
         while True:
             try:
@@ -193,10 +233,12 @@ async def learner_loop(
                 if leading:
                     running = asyncio.ensure_future(
                         asyncio.to_thread(
-                            run_pass,
+                            leader_pass,
                             sessions=sessions,
                             safety_lag_s=safety_lag_s,
                             learner=learner,
+                            controller=controller,
+                            controller_interval_s=controller_interval_s,
                         )
                     )
                     await asyncio.shield(running)

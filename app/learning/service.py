@@ -353,14 +353,55 @@ def rollback(
     if isinstance(settings, dict) and settings != experiment.policy:
         changes = {"policy": {"from": experiment.policy, "to": settings}}
         experiment.policy = settings
-    details = {**(target.state.get("details") or {}), "rolled_back_to": target.number}
-    restored = _publish(
+    restored = restore(
         session=session,
         experiment=experiment,
-        state=PolicyState(tuple(target.state["probabilities"]), details),
+        number=number,
+        learner=learner,
+        details={"rolled_back_to": target.number},
+    )
+    return restored, changes
+
+
+def publish_allocation(
+    *,
+    session: Session,
+    experiment: Experiment,
+    probabilities: Sequence[float],
+    details: dict[str, Any],
+    learner: str,
+) -> PolicyVersion:
+    """A version serving a fixed split (a rollout step): same statistics and watermark as the
+    latest version, so learning resumes where it stopped if the rollout is rolled back."""
+    current = latest(session=session, experiment_id=experiment.id)
+    return _publish(
+        session=session,
+        experiment=experiment,
+        state=PolicyState(tuple(probabilities), details),
+        stats=stats_from_version(experiment, current),
+        closed_through=current.closed_through if current else None,
+        learner=learner,
+        model=current.model if current else None,
+    )
+
+
+def restore(
+    *, session: Session, experiment: Experiment, number: int, learner: str, details: dict[str, Any]
+) -> PolicyVersion:
+    """A new version serving version `number`'s allocation (and model) again, with the latest
+    statistics and watermark: history stays append-only."""
+    target = version(session=session, experiment=experiment, number=number)
+    current = latest(session=session, experiment_id=experiment.id)
+    assert current is not None, "a started experiment has a version"
+    return _publish(
+        session=session,
+        experiment=experiment,
+        state=PolicyState(
+            tuple(target.state["probabilities"]),
+            {**(target.state.get("details") or {}), **details},
+        ),
         stats=stats_from_version(experiment, current),
         closed_through=current.closed_through,
         learner=learner,
         model=target.model,
     )
-    return restored, changes

@@ -661,8 +661,10 @@ def _cum_sample(cum: np.ndarray, period: int, arm: int) -> SampleStats:
 
 
 def _n_periods(cells: Sequence[queries.MetricCell], traffic: Sequence[queries.TrafficCell]) -> int:
+    # A period can be -1: SQLite's whole-second timestamps put a decision made in the start's
+    # first second before the (fractional) start; such cells count in period 0.
     periods = [c.period for c in cells] + [c.period for c in traffic]
-    return max(periods, default=0) + 1
+    return max(0, *periods) + 1
 
 
 def _series(
