@@ -63,6 +63,17 @@ Configuration (every key optional)::
     spending = "obrien_fleming"   # or "pocock" (Lan-DeMets spending families)
     p_best = 0.95                 # the automatic-winner threshold
     min_samples = 100             # per arm, before the automatic-winner criterion may fire
+
+    [decision_rules.rollout]      # the automatic rollout policy (app.bandits.rollout)
+    steps = [0.5, 0.8, 1.0]
+    min_decisions = 1000
+    min_step_s = 0                # time is counted in decisions here
+    min_step_decisions = 1000
+
+* ``rollout``: the service's automatic winner rollout, fed by the confidence sequence (as the
+  controller is fed by the report's always-valid test); it declares the winner when the
+  rollout completes, so `false_winner_rate` is the false-rollout rate and the stopping rounds
+  the time to a finished rollout.
 """
 
 from __future__ import annotations
@@ -77,6 +88,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from app.bandits import PolicyConfigError
+from app.bandits.rollout import Evidence, RolloutPolicy, RolloutState
+from app.bandits.rollout import step as rollout_step
 from app.stats.common import MetricKind
 from app.stats.fixed_horizon import compare
 from app.stats.group_sequential import Decision, GroupSequentialDesign, look_statistic
@@ -93,6 +107,8 @@ from simulations.environments import Environment, ScenarioError
 from simulations.scenario import Scenario
 
 RULE_NAMES = ("msprt", "confidence_sequence", "group_sequential", "naive_t", "p_best")
+"""The rules a [decision_rules] table runs by default; `rollout` joins them when configured."""
+KNOWN_RULES = (*RULE_NAMES, "rollout")
 SPENDINGS = ("obrien_fleming", "pocock")
 """Lan-DeMets families usable here (the module's "power" family needs an exponent, which the
 [decision_rules] table does not take)."""
@@ -106,6 +122,7 @@ _KEYS = (
     "spending",
     "p_best",
     "min_samples",
+    "rollout",
 )
 
 
@@ -121,6 +138,7 @@ class RuleConfig:
     spending: str
     p_best: float
     min_samples: int
+    rollout: RolloutPolicy | None = None
 
     @property
     def treatment(self) -> int:
@@ -147,7 +165,8 @@ def rule_config(scenario: Scenario) -> RuleConfig:
             f"decision-rule studies compare one treatment with one control (two arms); "
             f"the environment has {n_arms} arms",
         )
-    rules = _rules(table.get("rules", list(RULE_NAMES)))
+    default = [*RULE_NAMES, *(["rollout"] if "rollout" in table else [])]
+    rules = _rules(table.get("rules", default))
     alpha = _number("alpha", table.get("alpha", 0.05))
     if not 0.0 < alpha < 1.0:
         raise ScenarioError("decision_rules.alpha", f"alpha must be in (0, 1), got {alpha!r}")
@@ -178,7 +197,17 @@ def rule_config(scenario: Scenario) -> RuleConfig:
     min_samples = _whole("min_samples", table.get("min_samples", 100))
     if min_samples < 0:
         raise ScenarioError("decision_rules.min_samples", "min_samples must be >= 0")
+    rollout = None
+    if "rollout" in rules or "rollout" in table:
+        settings = table.get("rollout", {})
+        if not isinstance(settings, Mapping):
+            raise ScenarioError("decision_rules.rollout", "rollout must be a table")
+        try:
+            rollout = RolloutPolicy.from_json(settings)
+        except PolicyConfigError as exc:
+            raise ScenarioError(f"decision_rules.rollout.{exc.field}", exc.message) from None
     return RuleConfig(
+        rollout=rollout,
         rules=rules,
         alpha=alpha,
         control=control,
@@ -304,6 +333,33 @@ class _PBest(_Rule):
         )
 
 
+class _Rollout(_Rule):
+    """The service's automatic rollout (app.bandits.rollout) fed by the always-valid
+    confidence sequence, as the controller is fed by the report; it declares the winner when
+    the rollout completes, so the stopping time is the time to a finished rollout. Time is
+    counted in decisions (one decision = one second of `min_step_s` and `hold_s`). Guardrails
+    are not simulated and the simulated traffic keeps the scenario's allocation during the
+    ramp (the winner rule is what is studied: false-rollout rate and time to rollout)."""
+
+    def __init__(self, config: RuleConfig) -> None:
+        super().__init__(config)
+        assert config.rollout is not None
+        self.policy = config.rollout
+        self.cs = _Sequential(config, "asymptotic_cs")
+        self.state = RolloutState()
+
+    def decide(self, control: SampleStats, treatment: SampleStats, kind: MetricKind) -> int | None:
+        winner = self.cs.decide(control, treatment, kind)
+        if winner is None and self.cs.previous is not None and self.cs.previous.reject:
+            winner = self.by_sign(self.cs.previous.estimate)  # the running rejection holds
+        n = control.n + treatment.n
+        evidence = Evidence(closed=n, decisions=n, winner=None if winner is None else str(winner))
+        self.state = rollout_step(self.policy, self.state, evidence, now=float(n)).state
+        if self.state.phase == "completed" and self.state.winner is not None:
+            return int(self.state.winner)
+        return None
+
+
 @functools.lru_cache(maxsize=256)
 def _design(fractions: tuple[float, ...], alpha: float, spending: str) -> GroupSequentialDesign:
     """The Lan-DeMets boundaries at the fractions analysed so far (a last one of 1 appended
@@ -321,6 +377,8 @@ def _build(name: str, config: RuleConfig) -> _Rule:
         return _GroupSequential(config)
     if name == "naive_t":
         return _NaiveT(config)
+    if name == "rollout":
+        return _Rollout(config)
     return _PBest(config)
 
 
@@ -429,10 +487,10 @@ def _is_best(env: Environment, arm: int, stopped_at: int) -> bool:
 def _rules(value: Any) -> tuple[str, ...]:
     field = "decision_rules.rules"
     if not isinstance(value, list | tuple) or not value:
-        raise ScenarioError(field, f"rules must be a non-empty list of {', '.join(RULE_NAMES)}")
+        raise ScenarioError(field, f"rules must be a non-empty list of {', '.join(KNOWN_RULES)}")
     for name in value:
-        if name not in RULE_NAMES:
-            raise ScenarioError(field, f"unknown rule {name!r} (known: {', '.join(RULE_NAMES)})")
+        if name not in KNOWN_RULES:
+            raise ScenarioError(field, f"unknown rule {name!r} (known: {', '.join(KNOWN_RULES)})")
     if len(set(value)) != len(value):
         raise ScenarioError(field, f"rules must not repeat, got {list(value)}")
     return tuple(value)

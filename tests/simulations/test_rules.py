@@ -126,7 +126,7 @@ def test_shipped_scenarios_validate(name: str) -> None:
     assert loaded.horizon == 20_000
     assert loaded.update_interval == 500
     assert loaded.replicates == 200
-    assert config.rules == RULE_NAMES
+    assert config.rules == (*RULE_NAMES, "rollout")  # the shipped studies include rollouts
     assert loaded.environment.n_arms == 2
 
 
@@ -278,3 +278,45 @@ def test_tracker_is_an_observer() -> None:
     tracker = tracker_for(scenario([0.1, 0.1]))
     assert isinstance(tracker, RuleTracker)
     assert set(tracker.result()) == set(RULE_NAMES)
+
+
+# --- the service's automatic rollout as a rule ---------------------------------------------
+
+ROLLOUT = {
+    "steps": [0.5, 0.8, 1.0],
+    "min_decisions": 1000,
+    "min_step_s": 0,
+    "min_step_decisions": 1000,
+}
+
+
+def test_the_rollout_rule_is_off_unless_configured_and_validates_its_table() -> None:
+    assert "rollout" not in rule_config(scenario([0.1, 0.1])).rules
+    config = rule_config(scenario([0.1, 0.1], rules={"rollout": ROLLOUT}))
+    assert config.rules[-1] == "rollout"
+    assert config.rollout is not None
+    assert config.rollout.steps == (0.5, 0.8, 1.0)
+    with pytest.raises(ScenarioError) as error:
+        rule_config(scenario([0.1, 0.1], rules={"rollout": {"steps": [0.5]}}))
+    assert error.value.field == "decision_rules.rollout.steps"
+
+
+def test_rollouts_rarely_happen_under_a_a_and_complete_three_dwells_after_the_test() -> None:
+    rules = {"rules": ["confidence_sequence", "rollout"], "alpha": ALPHA, "rollout": ROLLOUT}
+    aa = summarize_rules(run(scenario([0.10, 0.10], rules=rules, horizon=8000), workers=1))
+    bound = binom.ppf(0.999, 200, ALPHA) / 200
+    assert row(aa, "rollout")["false_winner_rate"] <= bound
+    # The rollout starts at the confidence sequence's rejection (once min_decisions are in)
+    # and completes after three dwells of 1000 decisions (looks every 500 rounds).
+    result = run(scenario([0.10, 0.20], rules=rules, horizon=12_000, replicates=40), workers=1)
+    for replicate in result.replicates:
+        cs, rollout = replicate.rules["confidence_sequence"], replicate.rules["rollout"]
+        assert cs["winner"] == 1
+        start = max(cs["stopped_at"], 1000)
+        if rollout["winner"] is not None:
+            assert rollout["winner"] == 1
+            assert rollout["stopped_at"] == start + 3000
+        else:  # no time left in the horizon to finish the ramp
+            assert start + 3000 > 12_000
+    effect = summarize_rules(result)
+    assert row(effect, "rollout")["power"] >= 0.9
