@@ -27,6 +27,7 @@ from app.experiments.router import router as experiments_router
 from app.keys.router import router as keys_router
 from app.learning.runner import learner_loop
 from app.limits import BodyLimitMiddleware
+from app.metrics_router import router as metrics_router
 from app.outcomes.router import router as outcomes_router
 from app.reports.router import router as reports_router
 from app.rollouts.router import router as rollouts_router
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         learner=runtime.process_name,
                         controller_interval_s=settings.controller_interval_s,
                         controller_enabled=settings.controller_enabled,
+                        settings=settings,
                     )
                 )
             )
@@ -105,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         decisions_router,
         health.router,
+        metrics_router,
         experiments_router,
         outcomes_router,
         keys_router,

@@ -26,6 +26,10 @@ ADMIN_KEY = "test-admin-key-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 PG_URL = os.environ.get("CROUPIER_TEST_DATABASE_URL")
 TABLES = (
+    "webhook_deliveries",
+    "webhooks",
+    "alerts",
+    "rollouts",
     "outcomes",
     "decisions",
     "policy_versions",

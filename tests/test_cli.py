@@ -25,7 +25,7 @@ def test_keys_are_created_listed_and_revoked(
     database: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["migrate"]) == 0
-    assert capsys.readouterr().out == "database at migration 0003\n"
+    assert capsys.readouterr().out == "database at migration 0004\n"
     assert main(["keys", "create", "--name", "app", "--scope", "decide", "--scope", "read"]) == 0
     key = capsys.readouterr().out.strip()
     prefix = key.split("_")[1]

@@ -19,11 +19,14 @@ from typing import IO, Protocol
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import metrics
 from app.db import transaction, utcnow
+from app.drift.service import run_drift_checks
 from app.experiments import service as experiments_service
 from app.experiments.models import Experiment
 from app.learning import service as learning_service
 from app.rollouts.service import Controller
+from app.settings import Settings
 
 log = logging.getLogger("croupier.learner")
 
@@ -149,9 +152,9 @@ def roll_up_reports(*, sessions: sessionmaker[Session], now: datetime) -> None:
         work = [
             (e.key, [(name, missing) for _, name, _, missing in metric_specs(e)]) for e in started
         ]
-    for key, metrics in work:
+    for key, names in work:
         try:
-            roll_up(sessions=sessions, experiment_key=key, metrics=metrics, now=now)
+            roll_up(sessions=sessions, experiment_key=key, metrics=names, now=now)
         except Exception:  # a report rollup must never stop the learner
             log.exception("learner: report rollup of %s failed", key)
 
@@ -184,10 +187,12 @@ def leader_pass(
     learner: str,
     controller: Controller | None,
     controller_interval_s: float,
+    settings: Settings | None = None,
 ) -> None:
     """What the leader does each tick: learn; then, every `controller_interval_s`, the rollout
     controller's pass and the drift checks."""
     run_pass(sessions=sessions, safety_lag_s=safety_lag_s, learner=learner)
+    metrics.mark_learner_pass()
     now = utcnow()
     if controller is None or (
         controller.last_pass is not None
@@ -196,21 +201,11 @@ def leader_pass(
         return
     controller.run_pass(now)
     controller.last_pass = now
-    run_leader_checks(sessions=sessions, now=now)
-
-
-def run_leader_checks(*, sessions: sessionmaker[Session], now: datetime) -> None:
-    """Checks that raise alerts (drift); each failure is logged, never fatal."""
-    hooks = []
-    with contextlib.suppress(ImportError):
-        from app.drift.service import run_drift_checks
-
-        hooks.append(run_drift_checks)
-    for hook in hooks:
-        try:
-            hook(sessions=sessions, now=now)
-        except Exception:
-            log.exception("leader check %s failed", getattr(hook, "__name__", hook))
+    metrics.mark_controller_pass(now)
+    try:  # drift checks throttle themselves (CROUPIER_DRIFT_CHECK_INTERVAL_S)
+        run_drift_checks(sessions=sessions, now=now, settings=settings)
+    except Exception:
+        log.exception("drift checks failed")
 
 
 async def learner_loop(
@@ -222,6 +217,7 @@ async def learner_loop(
     learner: str,
     controller_interval_s: float = 10.0,
     controller_enabled: bool = True,
+    settings: Settings | None = None,
 ) -> None:
     lock = leader_lock(engine)
     controller = Controller(sessions, learner) if controller_enabled else None
@@ -239,6 +235,7 @@ async def learner_loop(
                             learner=learner,
                             controller=controller,
                             controller_interval_s=controller_interval_s,
+                            settings=settings,
                         )
                     )
                     await asyncio.shield(running)
