@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import errors, health, migrate
+from app.alerts.metrics import refresh_open_alerts
+from app.alerts.router import router as alerts_router
 from app.dashboard.router import router as dashboard_router
 from app.db import make_engine, make_session_factory
 from app.decisions.cache import PolicyCache
@@ -34,6 +36,8 @@ from app.rollouts.router import router as rollouts_router
 from app.runtime import Runtime
 from app.security import KeyCache
 from app.settings import Settings, get_settings
+from app.webhooks.router import router as webhooks_router
+from app.webhooks.worker import DeliveryPolicy, delivery_loop
 
 log = logging.getLogger("croupier")
 
@@ -69,6 +73,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         runtime.writer.start()
         tasks = [asyncio.create_task(runtime.policies.run(settings.policy_check_interval_s))]
+        await asyncio.to_thread(refresh_open_alerts, engine)
+        if settings.webhooks_enabled:  # outbox delivery: never on the decide path
+            tasks.append(
+                asyncio.create_task(
+                    delivery_loop(
+                        sessions=sessions,
+                        interval_s=settings.webhook_tick_s,
+                        policy=DeliveryPolicy.from_settings(settings),
+                    )
+                )
+            )
         if settings.learner_enabled:
             tasks.append(
                 asyncio.create_task(
@@ -108,6 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         decisions_router,
         health.router,
         metrics_router,
+        alerts_router,
+        webhooks_router,
         experiments_router,
         outcomes_router,
         keys_router,
