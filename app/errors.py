@@ -8,6 +8,7 @@ list each offending field with the rule it broke: {"field": "body.variants[1].we
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -200,3 +201,16 @@ def install(app: FastAPI) -> None:
             kind="internal",
             instance=request.url.path,
         )
+
+
+_CURSOR = re.compile(r"[0-9]{1,12}")  # a row id; ASCII digits only
+
+
+def page_cursor(cursor: str | None) -> int | None:
+    """A list endpoint's `cursor` (a previous page's next_cursor) as the row id to continue
+    from; None for the first page; 422 naming query.cursor when it is not one."""
+    if cursor is None:
+        return None
+    if not _CURSOR.fullmatch(cursor):
+        raise Invalid("query.cursor", "cursor", "cursor must be a next_cursor value")
+    return int(cursor)

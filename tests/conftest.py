@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from app import migrate
+from app.db import make_session_factory
 from app.main import create_app
 from app.settings import Settings
 
@@ -98,6 +100,7 @@ def make_settings(url: str, **overrides: Any) -> Settings:
         "database_url": url,
         "admin_key": ADMIN_KEY,
         "learner_enabled": False,
+        "webhooks_enabled": False,  # tests drive deliveries themselves (tests/test_webhooks.py)
         "policy_check_interval_s": 0.05,
         "learner_safety_lag_s": 0.0,
         "key_cache_ttl_s": 0.0,
@@ -159,3 +162,15 @@ def create_experiment(client: TestClient) -> Callable[..., dict[str, Any]]:
         return data
 
     return create
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    """A session factory on the test's database."""
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def api(client: TestClient) -> TestClient:
+    """The API client (webhook and alert tests call it so)."""
+    return client

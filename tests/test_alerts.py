@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,38 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.alerts import service
 from app.alerts.metrics import refresh_open_alerts
 from app.alerts.models import Alert
-from app.alerts.router import router as alerts_router
-from app.db import make_engine, make_session_factory, transaction
+from app.db import make_engine, transaction
 from app.experiments.models import Experiment
-from app.main import create_app
 from app.metrics import REGISTRY
 from app.webhooks.models import WebhookDelivery
-from app.webhooks.router import router as webhooks_router
-from tests.conftest import ADMIN, count_rows, experiment_body, make_settings
-from tests.test_webhooks import clean_postgres
-
-
-def build_app(url: str) -> FastAPI:
-    app = create_app(make_settings(url, webhooks_enabled=False))
-    paths = {getattr(route, "path", None) for route in app.routes}
-    for prefix, router in (("/v1/alerts", alerts_router), ("/v1/webhooks", webhooks_router)):
-        if prefix not in paths:
-            app.include_router(router)
-    return app
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    clean_postgres(database_url)
-    engine = make_engine(database_url, sqlite_synchronous="NORMAL")
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def api(database_url: str, sessions: sessionmaker[Session]) -> Iterator[TestClient]:
-    with TestClient(build_app(database_url)) as client:
-        yield client
+from tests.conftest import ADMIN, count_rows, experiment_body
 
 
 def sessions_of(api: TestClient) -> sessionmaker[Session]:

@@ -20,16 +20,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import make_engine, make_session_factory, transaction, utcnow
-from app.main import create_app
+from app.db import transaction, utcnow
 from app.webhooks import service
 from app.webhooks.models import WebhookDelivery
-from app.webhooks.router import router as webhooks_router
 from app.webhooks.signing import signature, verify_signature
 from app.webhooks.worker import (
     Attempt,
@@ -40,7 +37,7 @@ from app.webhooks.worker import (
     delivery_loop,
     record,
 )
-from tests.conftest import ADMIN, make_settings
+from tests.conftest import ADMIN
 
 # ---------------------------------------------------------------- a real local receiver
 
@@ -102,40 +99,6 @@ def receiver() -> Iterator[Receiver]:
 
 
 # ---------------------------------------------------------------- app and database
-
-
-def build_app(url: str) -> FastAPI:
-    """The real app; the webhook router is added if main.py does not include it yet."""
-    app = create_app(make_settings(url, webhooks_enabled=False))
-    paths = {getattr(route, "path", None) for route in app.routes}
-    if "/v1/webhooks" not in paths:
-        app.include_router(webhooks_router)
-    return app
-
-
-def clean_postgres(url: str) -> None:
-    """conftest truncates the original tables between PostgreSQL tests; these too."""
-    if url.startswith("postgresql"):
-        engine = make_engine(url)
-        with engine.begin() as conn:
-            conn.execute(
-                text("TRUNCATE webhooks, webhook_deliveries, alerts RESTART IDENTITY CASCADE")
-            )
-        engine.dispose()
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    clean_postgres(database_url)
-    engine = make_engine(database_url, sqlite_synchronous="NORMAL")
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def api(database_url: str, sessions: sessionmaker[Session]) -> Iterator[TestClient]:
-    with TestClient(build_app(database_url)) as client:
-        yield client
 
 
 POLICY = DeliveryPolicy(timeout_s=2.0, max_attempts=4, backoff_base_s=1.0, backoff_max_s=60.0)

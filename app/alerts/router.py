@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -11,14 +10,13 @@ from app.alerts import service
 from app.alerts.models import Alert
 from app.alerts.schemas import AlertOut
 from app.db import transaction
-from app.errors import Invalid
+from app.errors import page_cursor
 from app.runtime import RuntimeDep
 from app.schemas import KEY_PATTERN, Page
 from app.security import Admin, Read
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 AlertId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Alert id")]
-CURSOR = re.compile(r"[0-9]{1,12}")  # an alert id
 
 
 def to_out(alert: Alert, experiment: str | None) -> AlertOut:
@@ -51,11 +49,7 @@ def list_alerts(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Page[AlertOut]:
     """Newest first, with the evidence each alert was raised on."""
-    before = None
-    if cursor is not None:
-        if not CURSOR.fullmatch(cursor):
-            raise Invalid("query.cursor", "cursor", "cursor must be a next_cursor value")
-        before = int(cursor)
+    before = page_cursor(cursor)
     with runtime.sessions() as session:
         rows, more = service.list_page(
             session=session,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
 from app.db import transaction
-from app.errors import Invalid, NotFound
+from app.errors import NotFound, page_cursor
 from app.experiments import service
 from app.experiments.models import Experiment
 from app.experiments.schemas import (
@@ -28,7 +27,6 @@ from app.security import Admin, Read
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1, description="Policy version number")]
-CURSOR = re.compile(r"[0-9]{1,9}")  # an experiment id; ASCII digits only
 
 
 def to_out(experiment: Experiment, allocation: dict[str, float] | None = None) -> ExperimentOut:
@@ -81,11 +79,7 @@ def list_experiments(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Page[ExperimentOut]:
-    after = None
-    if cursor is not None:
-        if not CURSOR.fullmatch(cursor):
-            raise Invalid("query.cursor", "cursor", "cursor must be a next_cursor value")
-        after = int(cursor)
+    after = page_cursor(cursor)
     with runtime.sessions() as session:
         rows, more = service.list_page(session=session, status=status, limit=limit, cursor=after)
     return Page[ExperimentOut](

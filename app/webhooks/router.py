@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
 from app.db import transaction
-from app.errors import Invalid
+from app.errors import page_cursor
 from app.runtime import RuntimeDep
 from app.schemas import Page
 from app.security import Admin
@@ -23,7 +22,6 @@ from app.webhooks.schemas import (
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 WebhookId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Webhook id")]
-CURSOR = re.compile(r"[0-9]{1,12}")  # a delivery id
 
 
 @router.post("", status_code=201, response_model=WebhookCreated, summary="Create a webhook")
@@ -76,11 +74,7 @@ def deliveries(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Page[DeliveryOut]:
     """Newest first: event, status, attempts, the last HTTP status and error, timestamps."""
-    before = None
-    if cursor is not None:
-        if not CURSOR.fullmatch(cursor):
-            raise Invalid("query.cursor", "cursor", "cursor must be a next_cursor value")
-        before = int(cursor)
+    before = page_cursor(cursor)
     with runtime.sessions() as session:
         rows, more = service.deliveries_page(
             session=session, webhook_id=webhook_id, status=status, limit=limit, before=before
