@@ -21,6 +21,7 @@ from app.alerts.router import router as alerts_router
 from app.dashboard.router import router as dashboard_router
 from app.db import make_engine, make_session_factory
 from app.decisions.cache import PolicyCache
+from app.decisions.fallback import Fallback
 from app.decisions.router import fast_route as decisions_fast_route
 from app.decisions.router import router as decisions_router
 from app.decisions.writer import DecisionWriter
@@ -72,6 +73,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # cyclic collector's generations, so collections on the decide path stay short.
         gc.freeze()
         runtime.writer.start()
+        # Degraded mode: decide from memory and spool when the database is down or slow.
+        fallback = Fallback(
+            settings=settings, engine=engine, sessions=sessions, policies=runtime.policies
+        )
+        fallback.open()
+        app.state.fallback = fallback
+        fallback.start()
         tasks = [asyncio.create_task(runtime.policies.run(settings.policy_check_interval_s))]
         await asyncio.to_thread(refresh_open_alerts, engine)
         if settings.webhooks_enabled:  # outbox delivery: never on the decide path
@@ -108,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await runtime.writer.stop()
+            await fallback.stop()
             engine.dispose()
 
     app = FastAPI(

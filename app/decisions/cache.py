@@ -99,6 +99,13 @@ class PolicyCache:
             served = await asyncio.to_thread(self.load, key)
         return served
 
+    def peek(self, key: str) -> ServedExperiment | None:
+        """The cached entry, never touching the database (the fallback's view)."""
+        return self._entries.get(key)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def invalidate(self, key: str) -> None:
         with self._lock:
             self._entries.pop(key, None)

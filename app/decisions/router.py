@@ -10,15 +10,20 @@ very same function; it is there so that /docs and the OpenAPI schema describe th
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.routing import Route
 
+from app import metrics
 from app.db import utcnow
 from app.decisions import service
+from app.decisions.cache import ServedExperiment
+from app.decisions.fallback import Fallback, outage
 from app.decisions.schemas import (
     MAX_BATCH,
     BatchDecideRequest,
@@ -39,6 +44,11 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such experiment"},
     409: {"description": "The experiment is a draft, or a decision_id was reused"},
     422: {"description": "Invalid request: `errors` names each field and rule"},
+    503: {
+        "description": "Nothing could be served: the database is unavailable and this process "
+        "has not served the experiment yet (or neither the database nor the local spool "
+        "could record the decision); retry"
+    },
 }
 
 
@@ -59,12 +69,29 @@ BATCH_SCHEMA = {
 }
 
 
+def _unavailable(detail: str) -> ProblemError:
+    return ProblemError(503, detail, kind="unavailable", headers={"Retry-After": "1"})
+
+
 async def _decide(
     request: Request, key: str, items: list[DecideRequest], *, batch: bool
 ) -> list[dict[str, Any]]:
+    started = time.perf_counter()
     runtime: Runtime = request.app.state.runtime
+    fallback: Fallback | None = getattr(request.app.state, "fallback", None)
     service.check_items(items, max_features=runtime.settings.max_context_features, batch=batch)
-    served = await runtime.policies.get(key)
+    if fallback is not None and fallback.degraded:
+        served = fallback.cached(key)  # while degraded the database is not asked at all
+        if served is None:
+            raise _unavailable(
+                "the database is unavailable and this process has not served experiment "
+                f"{key!r} yet, so there is nothing to answer with; retry"
+            )
+    else:
+        try:
+            served = await runtime.policies.get(key)
+        except Exception as exc:
+            raise _unavailable("the experiment could not be read; retry") from exc
     if served is None:
         raise NotFound(f"no experiment with key {key!r}")
     now = utcnow()
@@ -72,20 +99,50 @@ async def _decide(
         service.decision_row(served, item, now=now, where=f"body.items[{i}]" if batch else "body")
         for i, item in enumerate(items)
     ]
+    client_ids = any(item.decision_id is not None for item in items)
+    stored: list[dict[str, Any]] | None = None
+    if fallback is not None and fallback.degraded:
+        stored = await _spool(fallback, served, rows, None)
+    if stored is None:
+        try:
+            if fallback is None:
+                stored = await runtime.writer.submit(rows, client_ids=client_ids)
+            else:
+                async with asyncio.timeout(fallback.budget_for(len(rows))):
+                    stored = await runtime.writer.submit(rows, client_ids=client_ids)
+        except ProblemError:
+            raise
+        except Exception as exc:
+            if fallback is None or not outage(exc):
+                raise _unavailable(
+                    "the decision could not be recorded, so none was served; retry"
+                ) from exc
+            stored = await _spool(fallback, served, rows, exc)
+            assert stored is not None
+    answers = [service.response(served, row) for row in stored]
+    served_by_fallback = [a["variant"] for a in answers if a["fallback"]]
+    if served_by_fallback:
+        metrics.record_decisions(served.key, served_by_fallback, fallback=True)
+    if len(served_by_fallback) < len(answers):
+        live = [a["variant"] for a in answers if not a["fallback"]]
+        metrics.record_decisions(served.key, live, fallback=False)
+    metrics.record_decide_latency(time.perf_counter() - started)
+    return answers
+
+
+async def _spool(
+    fallback: Fallback,
+    served: ServedExperiment,
+    rows: list[dict[str, Any]],
+    error: BaseException | None,
+) -> list[dict[str, Any]] | None:
     try:
-        stored = await runtime.writer.submit(
-            rows, client_ids=any(item.decision_id is not None for item in items)
-        )
-    except ProblemError:
-        raise
-    except Exception as exc:
-        raise ProblemError(
-            503,
-            "the decision could not be recorded, so none was served; retry",
-            kind="unavailable",
-            headers={"Retry-After": "1"},
+        return await fallback.spool_decisions(served, rows, error=error)
+    except OSError as exc:
+        raise _unavailable(
+            "the database is unavailable and the local spool could not be written, so no "
+            "decision was served; retry"
         ) from exc
-    return [service.response(served, row) for row in stored]
 
 
 def _json(content: Any) -> Response:

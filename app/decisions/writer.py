@@ -219,6 +219,11 @@ class DecisionWriter:
             await asyncio.wait(in_flight)
 
     async def _flush(self, batch: list[_Request]) -> None:
+        # A request whose caller gave up before its batch started (the fallback's budget ran
+        # out) is not written at all: it was answered from the fallback and spooled.
+        batch = [request for request in batch if not request.future.done()]
+        if not batch:
+            return
         try:
             results = await asyncio.to_thread(self._write_isolating, batch)
         except Exception as exc:

@@ -11,7 +11,7 @@ from pydantic_core import PydanticCustomError
 from app.schemas import BoundedFloat, DecisionId, MetricName, RequestModel
 
 MAX_BATCH = 10_000
-Status = Literal["accepted", "duplicate", "late", "unknown_decision"]
+Status = Literal["accepted", "duplicate", "late", "unknown_decision", "spooled"]
 OutcomeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
 
 

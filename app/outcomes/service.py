@@ -2,7 +2,9 @@
 
 Per item: `unknown_decision` (no such decision; nothing stored), `duplicate` (this outcome was
 already stored; never counted twice), `late` (stored and flagged: it arrived after the
-decision's reward window closed, so the learner never uses it), or `accepted`.
+decision's reward window closed, so the learner never uses it), or `accepted`. While the
+database is away (app.decisions.fallback) outcomes are `spooled`: written to the local spool
+and stored by `replay` once it is back, with the same rules (and deduplication).
 """
 
 from __future__ import annotations
@@ -167,6 +169,77 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[tuple[str, 
 
 
 def counts(results: Sequence[OutcomeResult]) -> dict[Status, int]:
-    tally = Counter(r.status for r in results)
+    """Every status, `spooled` only when some were (it happens only while degraded)."""
+    tally = Counter(str(r.status) for r in results)
     statuses: tuple[Status, ...] = ("accepted", "duplicate", "late", "unknown_decision")
-    return {s: tally.get(s, 0) for s in statuses}
+    counted: dict[Any, int] = {s: tally.get(s, 0) for s in statuses}
+    if tally.get("spooled"):
+        counted["spooled"] = tally["spooled"]
+    return counted
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """An outcome the service acknowledged as `spooled`, and when it received it."""
+
+    item: OutcomeIn
+    received_at: datetime
+
+
+def replay(
+    *, session: Session, spooled: Sequence[Spooled], now: datetime, max_delay_s: float | None
+) -> list[str]:
+    """Store spooled outcomes (in order; idempotent: a replayed outcome is a `duplicate`).
+
+    Returns a status per item: `accepted`, `late`, `duplicate`, `unknown_decision` (its decision
+    is not in the database, maybe not replayed yet: nothing stored) or `invalid` (a rule the
+    live path answers with 422: timestamp before its decision, reward out of range; dropped).
+    `received_at` is when the service received it; it is `late` when that was after the reward
+    window, or when it is stored now too late for the learner to have waited for it (later
+    than `max_delay_s` after the window closed, the same bound the live path enforces)."""
+    joined = _join(session, list({s.item.decision_id for s in spooled}))
+    slack = timedelta(seconds=max_delay_s or 0.0)
+    statuses: list[str] = []
+    keys: list[tuple[str, str, str] | None] = []
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for s in spooled:
+        item = s.item
+        found = joined.get(item.decision_id)
+        key: tuple[str, str, str] | None = None
+        if found is None:
+            statuses.append("unknown_decision")
+        elif (item.timestamp is not None and item.timestamp < found.decided_at - CLOCK_SKEW) or (
+            found.reward_range is not None
+            and (item.metric or found.primary_metric) == found.primary_metric
+            and not found.reward_range[0] <= item.value <= found.reward_range[1]
+        ):
+            statuses.append("invalid")
+        else:
+            statuses.append("")
+            key = (item.decision_id, item.metric or found.primary_metric, dedup_key(item))
+            if key not in rows:
+                window_end = found.decided_at + timedelta(seconds=found.window_s)
+                occurred = item.timestamp or s.received_at
+                judged = max(s.received_at, now - slack)
+                rows[key] = {
+                    "decision_id": item.decision_id,
+                    "experiment_id": found.experiment_id,
+                    "metric": key[1],
+                    "value": item.value,
+                    "occurred_at": occurred,
+                    "received_at": s.received_at,
+                    "late": judged > window_end or occurred > window_end,
+                    "dedup_key": key[2],
+                }
+        keys.append(key)
+    stored = _insert_new(session, [rows[key] for key in sorted(rows)])
+    first_seen: set[tuple[str, str, str]] = set()
+    for i, key in enumerate(keys):
+        if key is None:
+            continue
+        if key in stored and key not in first_seen:
+            statuses[i] = "late" if rows[key]["late"] else "accepted"
+        else:
+            statuses[i] = "duplicate"
+        first_seen.add(key)
+    return statuses
