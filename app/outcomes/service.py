@@ -110,19 +110,7 @@ def record(
     for item, key in zip(items, keys, strict=True):
         if key is None or key in rows:  # unknown, or the same outcome twice in this request
             continue
-        found = joined[item.decision_id]
-        window_end = found.decided_at + timedelta(seconds=found.window_s)
-        occurred = item.timestamp or now
-        rows[key] = {
-            "decision_id": item.decision_id,
-            "experiment_id": found.experiment_id,
-            "metric": key[1],
-            "value": item.value,
-            "occurred_at": occurred,
-            "received_at": now,
-            "late": now > window_end or occurred > window_end,
-            "dedup_key": key[2],
-        }
+        rows[key] = _row(item, key, joined[item.decision_id], received_at=now, judged_at=now)
     stored = _insert_new(session, [rows[key] for key in sorted(rows)])
     results: list[OutcomeResult] = []
     first_seen: set[tuple[str, str, str]] = set()
@@ -218,19 +206,13 @@ def replay(
             statuses.append("")
             key = (item.decision_id, item.metric or found.primary_metric, dedup_key(item))
             if key not in rows:
-                window_end = found.decided_at + timedelta(seconds=found.window_s)
-                occurred = item.timestamp or s.received_at
-                judged = max(s.received_at, now - slack)
-                rows[key] = {
-                    "decision_id": item.decision_id,
-                    "experiment_id": found.experiment_id,
-                    "metric": key[1],
-                    "value": item.value,
-                    "occurred_at": occurred,
-                    "received_at": s.received_at,
-                    "late": judged > window_end or occurred > window_end,
-                    "dedup_key": key[2],
-                }
+                rows[key] = _row(
+                    item,
+                    key,
+                    found,
+                    received_at=s.received_at,
+                    judged_at=max(s.received_at, now - slack),
+                )
         keys.append(key)
     stored = _insert_new(session, [rows[key] for key in sorted(rows)])
     first_seen: set[tuple[str, str, str]] = set()
@@ -243,3 +225,27 @@ def replay(
             statuses[i] = "duplicate"
         first_seen.add(key)
     return statuses
+
+
+def _row(
+    item: OutcomeIn,
+    key: tuple[str, str, str],
+    found: Any,
+    *,
+    received_at: datetime,
+    judged_at: datetime,
+) -> dict[str, Any]:
+    """The outcome row: late when it is judged (received, or replayed) after the decision's
+    reward window closed, or says it occurred after it."""
+    window_end = found.decided_at + timedelta(seconds=found.window_s)
+    occurred = item.timestamp or received_at
+    return {
+        "decision_id": item.decision_id,
+        "experiment_id": found.experiment_id,
+        "metric": key[1],
+        "value": item.value,
+        "occurred_at": occurred,
+        "received_at": received_at,
+        "late": judged_at > window_end or occurred > window_end,
+        "dedup_key": key[2],
+    }
