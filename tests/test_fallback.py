@@ -362,17 +362,25 @@ def test_a_torn_tail_and_a_corrupt_line_are_skipped_and_a_dead_process_spool_is_
     assert rows(db, "SELECT count(*) FROM decisions WHERE unit_id = 'XX'") == [(0,)]
 
 
+def spool_during_outage(client: TestClient, outage: Outage, n: int) -> list[dict[str, Any]]:
+    """Warm the experiment, cut the database off, then decide for n units and report an
+    outcome for each: all of it goes to the spool."""
+    start(client)
+    decide(client, "warm")
+    outage.down = True
+    answers = [decide(client, f"u{i}") for i in range(n)]
+    for a in answers:
+        r = client.post(
+            "/v1/outcomes", json={"decision_id": a["decision_id"], "value": 1}, headers=ADMIN
+        )
+        assert r.json()["status"] == "spooled"
+    return answers
+
+
 def test_a_crash_after_replay_committed_but_before_the_file_was_removed_duplicates_nothing(
     fb_client: TestClient, outage: Outage, db: Engine, spool_dir: Path
 ) -> None:
-    start(fb_client)
-    decide(fb_client, "warm")
-    outage.down = True
-    answers = [decide(fb_client, f"u{i}") for i in range(5)]
-    for a in answers:
-        fb_client.post(
-            "/v1/outcomes", json={"decision_id": a["decision_id"], "value": 1}, headers=ADMIN
-        )
+    spool_during_outage(fb_client, outage, 5)
     fallback = fallback_of(fb_client)
     own = fallback.spool.active_path
     assert own is not None
@@ -394,14 +402,7 @@ def test_a_crash_in_the_middle_of_a_replay_loses_and_duplicates_nothing(
     monkeypatch: pytest.MonkeyPatch,
     sqlite_url: str,
 ) -> None:
-    start(fb_client)
-    decide(fb_client, "warm")
-    outage.down = True
-    answers = [decide(fb_client, f"u{i}") for i in range(5)]
-    for a in answers:
-        fb_client.post(
-            "/v1/outcomes", json={"decision_id": a["decision_id"], "value": 1}, headers=ADMIN
-        )
+    spool_during_outage(fb_client, outage, 5)
     outage.down = False
     fallback = fallback_of(fb_client)
 
