@@ -51,6 +51,7 @@ def build_policy(
     weights: Sequence[float] | None = None,
     actions: Sequence[str] | None = None,
     action_features: Sequence[Mapping[str, Any] | None] | None = None,
+    check_engine: bool = True,
 ) -> Policy:
     """A validated policy of type `kind`.
 
@@ -60,6 +61,8 @@ def build_policy(
         n_arms: number of arms (>= 1).
         weights: `fixed` only: one weight per arm summing to 1; None means equal weights.
         actions, action_features: `contextual` only: each arm's key and own features.
+        check_engine: `contextual` only: let Vowpal Wabbit itself accept the settings (a
+            throwaway workspace); False for settings validated when they were stored.
     Raises:
         PolicyConfigError: with `field` "type", "n_arms", "weights", "params" or the name of
         the offending parameter.
@@ -89,7 +92,8 @@ def build_policy(
         policy = ContextualPolicy(
             n_arms=n_arms, actions=actions, action_features=action_features, **params
         )
-        policy.check_vw()
+        if check_engine:
+            policy.check_vw()
         return policy
     return _BANDITS[kind](n_arms=n_arms, **params)
 

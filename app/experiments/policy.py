@@ -29,7 +29,11 @@ def action_features(payload: Any) -> Mapping[str, Any] | None:
 
 
 def policy_for(
-    *, policy: dict[str, Any], variants: Sequence[VariantLike], field_prefix: str = "body"
+    *,
+    policy: dict[str, Any],
+    variants: Sequence[VariantLike],
+    field_prefix: str = "body",
+    stored: bool = False,
 ) -> Policy:
     """Build the bandit-core policy an experiment's settings describe; 422 naming the field."""
     params = {k: v for k, v in policy.items() if k not in ("type", "update_interval_s")}
@@ -57,6 +61,7 @@ def policy_for(
             weights=given or None,
             actions=[v.key for v in variants] if contextual else None,
             action_features=[action_features(v.payload) for v in variants] if contextual else None,
+            check_engine=not stored,
         )
     except PolicyConfigError as exc:
         if exc.field == "weights":
@@ -69,5 +74,6 @@ def policy_for(
 
 
 def build(experiment: Experiment) -> Policy:
-    """The policy a stored (already validated) experiment describes."""
-    return policy_for(policy=experiment.policy, variants=experiment.variants)
+    """The policy a stored (already validated) experiment describes. Called on every policy
+    reload and learner pass, so VW is not asked to re-accept the settings each time."""
+    return policy_for(policy=experiment.policy, variants=experiment.variants, stored=True)
